@@ -1,0 +1,47 @@
+"""The benchmark matrix: one parametrized test per case of a tier, timed by pytest-benchmark.
+
+Select a tier with `-m smoke|standard|paper` and cases with `--case GLOB`.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from slimbench import harness
+from slimbench.cases import Case, load_tier, select
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--case", default=None, help="shell-style pattern over case ids, e.g. 'kd_*-digits-*'")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    pattern = config.getoption("--case")
+    if not pattern:
+        return
+    keep = [i for i in items if not hasattr(i, "callspec") or select([i.callspec.params["case"]], pattern)]
+    config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+    items[:] = keep
+
+
+@pytest.fixture
+def run_case(benchmark):
+    """Compress (or load from cache), time inference with the benchmark fixture, record the row."""
+
+    def run(case: Case) -> dict:
+        tier = load_tier(case.tier)
+        torch.set_num_threads(tier.threads)
+        outcome = harness.compress_case(case)
+        forward = harness.inference_fn(outcome.model)
+        example = harness.example_input(outcome.data, 1)
+        output = benchmark.pedantic(forward, args=(example,), rounds=tier.latency_rounds,
+                                    warmup_rounds=tier.latency_warmup, iterations=1)
+        stats = getattr(benchmark, "stats", None)
+        latency = stats.stats.median * 1000 if stats else None
+        row = harness.measure(case, outcome, tier, latency_ms=latency)
+        benchmark.extra_info.update(row)
+        assert output.shape == (1, outcome.data.num_classes)
+        return row
+
+    return run

@@ -1,0 +1,23 @@
+"""Helpers shared by the tier modules: case parameters and the checks every row must pass."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from slimbench.cases import expand_cases
+
+
+def tier_params(tier: str) -> list:
+    """pytest params for every case of ``tier``, with readable ids and the tier's marker."""
+    return [pytest.param(case, id=case.case_id, marks=getattr(pytest.mark, tier)) for case in expand_cases(tier)]
+
+
+def check_row(row: dict) -> None:
+    """A model at chance level means the pipeline broke, not that compression lost accuracy."""
+    chance = 100.0 / row["num_classes"]
+    assert row["top1"] > chance, f"{row['case_id']}: top-1 {row['top1']}% is at chance level ({chance:.1f}%)"
+    assert isinstance(row["budget_met"], bool)
+    assert row["params"] > 0 and row["size_bytes"] > 0 and row["macs"] > 0
+    assert math.isfinite(row["latency_ms"]) and row["latency_ms"] > 0

@@ -1,0 +1,123 @@
+"""Tiers and their cases, expanded from params.yaml into one Case per (method, dataset, budget)."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .budgets import Budget
+from .config import Paths, default_paths, load_params
+from .datasets import DATASETS
+from .errors import ConfigError
+from .methods import METHODS
+
+TIER_DEFAULTS = {"threads": 2, "batch_size": 64, "latency_rounds": 30, "latency_warmup": 5}
+CASE_KEYS = {"method", "datasets", "model", "model_kwargs", "budgets", "budget", "settings", "recipe",
+             "seeds", "tag"}
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    threads: int
+    batch_size: int  # batch of the second latency measurement
+    latency_rounds: int
+    latency_warmup: int
+    datasets: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case. ``model`` is "reference" (the dataset's reference/teacher model) or a
+    registered architecture built fresh (a student)."""
+
+    case_id: str
+    tier: str
+    method: str
+    dataset: str
+    model: str
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    teacher: str | None = None
+    budget: dict[str, float] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    subset: dict[str, int] | None = None
+    seed: int = 0
+
+    @property
+    def family(self) -> str:
+        return METHODS.get(self.method).family
+
+    def config_hash(self) -> str:
+        """Identifies everything that determines the compressed model (not the tier name)."""
+        cfg = {k: v for k, v in asdict(self).items() if k != "tier"}
+        return hashlib.md5(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
+
+
+def tier_names(paths: Paths | None = None) -> list[str]:
+    return sorted(load_params((paths or default_paths()).root).get("tiers", {}))
+
+
+def load_tier(name: str, paths: Paths | None = None) -> Tier:
+    tiers = load_params((paths or default_paths()).root).get("tiers", {})
+    if name not in tiers:
+        raise ConfigError(f"unknown tier {name!r}; valid tiers: {', '.join(sorted(tiers))}")
+    cfg = tiers[name]
+    settings = {**TIER_DEFAULTS, **{k: v for k, v in cfg.items() if k in TIER_DEFAULTS}}
+    datasets = cfg.get("datasets") or {}
+    for ds in datasets:
+        DATASETS.get(ds)
+    return Tier(name, datasets=datasets, **settings)
+
+
+def expand_cases(tier_name: str, paths: Paths | None = None) -> list[Case]:
+    """Every case of a tier; ids are unique within the tier or this raises."""
+    paths = paths or default_paths()
+    tier = load_tier(tier_name, paths)
+    entries = load_params(paths.root)["tiers"][tier_name].get("cases") or []
+    cases: list[Case] = []
+    for i, entry in enumerate(entries):
+        cases += _expand_entry(tier, entry, where=f"tiers.{tier_name}.cases[{i}]")
+    seen: set[str] = set()
+    for case in cases:
+        if case.case_id in seen:
+            raise ConfigError(f"duplicate case id {case.case_id!r} in tier {tier_name}; fix: add a distinct `tag`")
+        seen.add(case.case_id)
+    return cases
+
+
+def _expand_entry(tier: Tier, entry: dict, where: str) -> list[Case]:
+    if not isinstance(entry, dict) or "method" not in entry:
+        raise ConfigError(f"{where} must be a mapping with at least `method:`")
+    unknown = set(entry) - CASE_KEYS
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; valid: {sorted(CASE_KEYS)}")
+    METHODS.get(entry["method"])
+    budgets = entry.get("budgets") or [entry.get("budget")]
+    cases = []
+    for dataset in entry.get("datasets") or list(tier.datasets):
+        if dataset not in tier.datasets:
+            raise ConfigError(f"{where}: dataset {dataset!r} is not declared in tier {tier.name}'s datasets "
+                              f"({', '.join(tier.datasets)})")
+        ds_cfg = tier.datasets[dataset] or {}
+        for budget_cfg in budgets:
+            for seed in entry.get("seeds") or [0]:
+                budget = Budget.from_config(budget_cfg)
+                parts = [entry["method"], dataset, budget.label] + ([entry["tag"]] if entry.get("tag") else [])
+                parts += [f"seed{seed}"] if len(entry.get("seeds") or [0]) > 1 else []
+                cases.append(Case(
+                    case_id="-".join(parts), tier=tier.name, method=entry["method"], dataset=dataset,
+                    model=entry.get("model", "reference"),
+                    model_kwargs=entry.get("model_kwargs", {}),
+                    teacher=ds_cfg.get("teacher"), budget=budget_cfg, settings=entry.get("settings", {}),
+                    recipe={**ds_cfg.get("recipe", {}), **entry.get("recipe", {})},
+                    subset=ds_cfg.get("subset"), seed=seed))
+    return cases
+
+
+def select(cases: list[Case], pattern: str | None) -> list[Case]:
+    """Cases whose id matches a shell-style pattern (all when pattern is None)."""
+    return cases if not pattern else [c for c in cases if fnmatch.fnmatch(c.case_id, pattern)]

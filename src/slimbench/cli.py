@@ -1,0 +1,134 @@
+"""The `slimbench` command: a thin layer over the functions the benchmarks call."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import SlimbenchError
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from .cases import expand_cases, tier_names
+    from .datasets import DATASETS
+    from .methods import METHODS
+    from .models import MODELS
+
+    if args.what == "datasets":
+        for name in DATASETS.list():
+            print(f"{name:14s} {DATASETS.get(name).description}")
+    elif args.what == "models":
+        print("\n".join(MODELS.list(args.include)))
+    elif args.what == "methods":
+        for name in METHODS.list(args.include):
+            method = METHODS.get(name)
+            print(f"{name:24s} {method.family:9s} budgets: {', '.join(method.budget_kinds)}")
+    elif args.what == "tiers":
+        print("\n".join(tier_names()))
+    else:
+        for case in expand_cases(args.tier):
+            print(case.case_id)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a tier's benchmark cases through pytest, then rebuild its leaderboard."""
+    import pytest
+
+    from .cases import expand_cases, select
+    from .config import default_paths
+
+    paths = default_paths()
+    if not select(expand_cases(args.tier, paths), args.case):
+        raise SlimbenchError(f"no case of tier {args.tier} matches {args.case!r}; "
+                             f"fix: see `slimbench list cases --tier {args.tier}`")
+    json_path = Path(args.benchmark_json or paths.results(args.tier) / "benchmark.json")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    argv = [str(paths.root / "benchmarks"), "-m", args.tier, f"--benchmark-json={json_path}",
+            "--benchmark-columns=median,iqr,rounds", "-p", "no:cacheprovider"]
+    argv += ["--case", args.case] if args.case else []
+    status = pytest.main(argv + args.pytest_args)
+    if json_path.is_file() and not args.no_report:
+        report(args.tier, json_path)
+    return int(status)
+
+
+def report(tier: str, json_path: Path) -> None:
+    from . import leaderboard
+    from .cases import expand_cases
+    from .config import default_paths
+
+    paths = default_paths()
+    rows = leaderboard.rows_from_benchmark_json(json_path)
+    board = leaderboard.update(paths.results(tier), tier, rows, [c.case_id for c in expand_cases(tier, paths)],
+                               paths.root)
+    print(f"{tier}: {len(rows)} case(s) from {json_path} -> {paths.results(tier)}/leaderboard.json "
+          f"({len(board['rows'])} rows)")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .config import default_paths
+
+    report(args.tier, Path(args.source or default_paths().results(args.tier) / "benchmark.json"))
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from .datasets import prepare
+
+    raw = prepare(args.name, force=True)
+    print(f"{args.name}: {len(raw.train)} train, {len(raw.test)} test, source md5 {raw.source_md5}")
+
+
+def cmd_teacher(args: argparse.Namespace) -> None:
+    from .teachers import train_teacher
+
+    meta = train_teacher(args.name)
+    shipped = f", as shipped {meta['top1_as_shipped']}%" if "top1_as_shipped" in meta else ""
+    print(f"{args.name}: test top-1 {meta['top1']}% (val {meta['val_top1']}%){shipped}, "
+          f"{meta['params']:,} params, {meta['train_seconds']} s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slimbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("list", help="list datasets, models, methods, tiers or a tier's cases")
+    p.add_argument("what", choices=["datasets", "models", "methods", "tiers", "cases"])
+    p.add_argument("--include", default=None, help="wildcard filter (models, methods)")
+    p.add_argument("--tier", default="smoke", help="tier for `list cases`")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("run", help="run a tier's cases and update its leaderboard")
+    p.add_argument("--tier", required=True)
+    p.add_argument("--case", default=None, help="shell-style pattern over case ids")
+    p.add_argument("--benchmark-json", default=None, help="default: results/<tier>/benchmark.json")
+    p.add_argument("--no-report", action="store_true", help="only write the benchmark JSON")
+    p.add_argument("pytest_args", nargs="*", help="extra pytest arguments after --")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("report", help="rebuild a tier's leaderboard from a benchmark JSON")
+    p.add_argument("--tier", required=True)
+    p.add_argument("--from", dest="source", default=None, help="default: results/<tier>/benchmark.json")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("prepare", help="decode a dataset into data/prepared/")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_prepare)
+    p = sub.add_parser("teacher", help="train or fine-tune a teacher declared in params.yaml")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_teacher)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            from .cases import load_tier
+
+            load_tier(args.tier)  # unknown tiers fail before pytest starts
+        status = args.func(args)
+    except SlimbenchError as exc:
+        print(f"slimbench: error: {exc}", file=sys.stderr)
+        return 2
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Runs one case: build the inputs, apply the method (or reuse its cached result), measure.
+
+Quality numbers (top-1) are cached with the compressed model; cost numbers (size, MACs,
+latency) are measured fresh in every run so that ratios compare models timed in one run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import metrics
+from .budgets import Budget
+from .cases import Case, Tier
+from .config import Paths, default_paths
+from .datasets import DataSplits
+from .methods import METHODS, Context
+from .teachers import build_model_for, load_splits, load_teacher
+from .training import Recipe, evaluate, normalize
+
+
+@dataclass
+class Outcome:
+    """A compressed model with the quality numbers measured when it was made."""
+
+    model: nn.Module
+    reference: nn.Module
+    reference_meta: dict[str, Any]
+    data: DataSplits
+    quality: dict[str, Any]
+    cache_hit: bool
+
+
+@lru_cache(maxsize=1)
+def code_md5() -> str:
+    """md5 over the package's sources: a code change invalidates every cached case."""
+    digest = hashlib.md5()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def cache_key(case: Case, data_md5: str, teacher_md5: str | None) -> str:
+    text = json.dumps([case.config_hash(), data_md5, teacher_md5, code_md5(), torch.__version__])
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def _builder(case: Case, data: DataSplits, reference_meta: dict[str, Any]):
+    """Builds the case's architecture (the reference's when model == "reference") with overrides."""
+    if case.model == "reference":
+        arch, kwargs = reference_meta["architecture"], reference_meta.get("model_kwargs", {})
+    else:
+        arch, kwargs = case.model, case.model_kwargs
+    return lambda **overrides: build_model_for(arch, data, {**kwargs, **overrides})
+
+
+def compress_case(case: Case, paths: Paths | None = None) -> Outcome:
+    """Apply the case's method to its input model, or load the cached result."""
+    paths = paths or default_paths()
+    budget = Budget.from_config(case.budget)
+    method = METHODS.get(case.method)
+    data = load_splits(case.dataset, {"subset": case.subset}, paths)
+    if case.teacher is None:
+        raise_missing_reference(case)
+    reference, reference_meta = load_teacher(case.teacher, paths)
+    key_dir = paths.cache / case.tier / case.case_id / cache_key(case, data.data_md5, reference_meta["md5"])
+    if (key_dir / "model.pt").is_file():
+        model = torch.load(key_dir / "model.pt", map_location="cpu", weights_only=False)
+        quality = json.loads((key_dir / "quality.json").read_text())
+        return Outcome(model, reference, reference_meta, data, quality, cache_hit=True)
+    build = _builder(case, data, reference_meta)
+    given = reference if case.model == "reference" else build()
+    ctx = Context(data=data, teacher=reference, recipe=replace(Recipe.from_dict(case.recipe), seed=case.seed),
+                  settings=dict(case.settings), build_model=build, seed=case.seed)
+    torch.manual_seed(case.seed)
+    start = time.perf_counter()
+    model = method(given, budget, ctx).eval()
+    seconds = time.perf_counter() - start
+    quality = {"top1": evaluate(model, data.test, data), "val_top1": evaluate(model, data.val, data),
+               "reference_top1": evaluate(reference, data.test, data), "train_seconds": round(seconds, 2),
+               "method_log": ctx.log}
+    _store(key_dir, model, quality)
+    return Outcome(model, reference, reference_meta, data, quality, cache_hit=False)
+
+
+def raise_missing_reference(case: Case) -> None:
+    from .errors import ConfigError
+
+    raise ConfigError(f"case {case.case_id}: dataset {case.dataset} has no `teacher:` in tier {case.tier}; "
+                      "fix: name a teacher from params.yaml `teachers`")
+
+
+def _store(key_dir: Path, model: nn.Module, quality: dict[str, Any]) -> None:
+    """Write the cache entry into a temporary folder, then rename it into place (atomic)."""
+    key_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key_dir.name}.", dir=key_dir.parent))
+    try:
+        torch.save(model, tmp / "model.pt")
+        (tmp / "quality.json").write_text(json.dumps(quality, indent=2))
+        if key_dir.exists():
+            shutil.rmtree(key_dir)
+        os.replace(tmp, key_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for stale in key_dir.parent.iterdir():  # older keys of this case are superseded
+        if stale != key_dir and not stale.name.startswith("."):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def example_input(data: DataSplits, batch: int) -> torch.Tensor:
+    """A normalised batch of real test images."""
+    return normalize(data.test.images[:batch], data.mean, data.std).contiguous()
+
+
+def inference_fn(model: nn.Module):
+    """The callable the benchmark fixture times: one forward without autograd."""
+    model.eval()
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(x)
+
+    return forward
+
+
+def measure(case: Case, outcome: Outcome, tier: Tier, latency_ms: float | None = None) -> dict[str, Any]:
+    """The leaderboard row of a case: cost metrics measured now plus the cached quality numbers."""
+    model, reference, data = outcome.model, outcome.reference, outcome.data
+    one, many = example_input(data, 1), example_input(data, tier.batch_size)
+    timing = dict(rounds=tier.latency_rounds, warmup=tier.latency_warmup)
+    ref_ms = metrics.median_latency_ms(reference, one, **timing)
+    own_ms = metrics.median_latency_ms(model, one, **timing)
+    ref_batch_ms = metrics.median_latency_ms(reference, many, **timing)
+    own_batch_ms = metrics.median_latency_ms(model, many, **timing)
+    budget = Budget.from_config(case.budget)
+    q = outcome.quality
+    row = {
+        "case_id": case.case_id, "method": case.method, "family": case.family, "dataset": case.dataset,
+        "model": outcome.reference_meta["architecture"] if case.model == "reference" else case.model,
+        "teacher": case.teacher, "budget_kind": budget.kind, "budget_value": budget.value,
+        "top1": round(q["top1"], 2), "val_top1": round(q["val_top1"], 2),
+        "reference_top1": round(q["reference_top1"], 2), "top1_delta": round(q["top1"] - q["reference_top1"], 2),
+        "params": metrics.count_params(model), "nonzero_params": metrics.count_nonzero(model),
+        "sparsity": round(metrics.sparsity(model), 4), "size_bytes": metrics.size_bytes(model),
+        "macs": metrics.count_macs(model, one),
+        "latency_ms": round(latency_ms if latency_ms is not None else own_ms, 4),
+        "latency_ms_batch": round(own_batch_ms, 4), "speedup": round(ref_ms / own_ms, 3),
+        "seed": case.seed, "train_seconds": q["train_seconds"],
+        # keys beyond the contract
+        "tier": case.tier, "num_classes": data.num_classes, "weight_bits": metrics.weight_bits(model), "batch_size": tier.batch_size,
+        "threads": torch.get_num_threads(), "reference_latency_ms": round(ref_ms, 4),
+        "reference_latency_ms_batch": round(ref_batch_ms, 4), "speedup_batch": round(ref_batch_ms / own_batch_ms, 3),
+        "reference_params": metrics.count_params(reference), "reference_size_bytes": metrics.size_bytes(reference),
+        "reference_macs": metrics.count_macs(reference, one), "subset": case.subset, "settings": case.settings,
+        "recipe": case.recipe, "method_log": q.get("method_log", {}), "cache_hit": outcome.cache_hit,
+    }
+    row["budget_met"] = budget.is_met({**row, "speedup": row["speedup"]})
+    return row

@@ -1,0 +1,104 @@
+"""Leaderboards: results/<tier>/leaderboard.json (source of truth), rendered to CSV and Markdown.
+
+The JSON schema is a contract other tools read: keys may be added, never renamed or dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from .environment import fingerprint
+from .errors import ConfigError
+from .fileio import write_json, write_text
+
+ROW_KEYS = ("case_id", "method", "family", "dataset", "model", "teacher", "budget_kind", "budget_value",
+            "budget_met", "top1", "val_top1", "reference_top1", "top1_delta", "params", "nonzero_params",
+            "sparsity", "size_bytes", "macs", "latency_ms", "latency_ms_batch", "speedup", "seed",
+            "train_seconds")
+MD_COLUMNS = (("case_id", "case"), ("family", "family"), ("model", "model"), ("budget_met", "budget met"),
+              ("top1", "top-1 (%)"), ("top1_delta", "Δ top-1 (pts)"), ("params", "params"),
+              ("nonzero_params", "non-zero"), ("sparsity", "sparsity"), ("size_bytes", "size (bytes)"),
+              ("macs", "MACs"), ("latency_ms", "latency b1 (ms)"), ("latency_ms_batch", "latency batch (ms)"),
+              ("speedup", "speed-up (x)"), ("train_seconds", "train (s)"))
+
+
+def rows_from_benchmark_json(path: Path) -> list[dict[str, Any]]:
+    """Leaderboard rows carried in a pytest-benchmark JSON's extra_info."""
+    try:
+        blob = json.loads(Path(path).read_text())
+        rows = [b["extra_info"] for b in blob["benchmarks"] if b.get("extra_info", {}).get("case_id")]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"unreadable benchmark JSON {path} ({exc}); fix: rerun `slimbench run`") from None
+    for row in rows:
+        missing = [k for k in ROW_KEYS if k not in row]
+        if missing:
+            raise ConfigError(f"{path}: case {row['case_id']} lacks {missing}; fix: rerun it")
+    return rows
+
+
+def load(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"corrupt leaderboard {path} ({exc}); fix: restore it with git checkout") from None
+
+
+def update(results_dir: Path, tier: str, new_rows: list[dict[str, Any]], valid_ids: list[str],
+           root: Path) -> dict[str, Any]:
+    """Replace the rows of the cases just run, keep the other current cases, drop retired ones."""
+    old = load(results_dir / "leaderboard.json") or {"rows": []}
+    fresh = {r["case_id"] for r in new_rows}
+    kept = [r for r in old["rows"] if r["case_id"] not in fresh and r["case_id"] in valid_ids]
+    order = {cid: i for i, cid in enumerate(valid_ids)}
+    rows = sorted(kept + [r for r in new_rows if r["case_id"] in order], key=lambda r: order[r["case_id"]])
+    board = {"tier": tier, "commit": None, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+             "environment": fingerprint(root), "rows": rows}
+    board["commit"] = board["environment"]["commit"]
+    write_json(results_dir / "leaderboard.json", board)
+    write_text(results_dir / "leaderboard.csv", render_csv(rows))
+    write_text(results_dir / "LEADERBOARD.md", render_markdown(board))
+    return board
+
+
+def render_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    extra = sorted({k for r in rows for k in r} - set(ROW_KEYS))
+    writer = csv.DictWriter(buffer, fieldnames=[*ROW_KEYS, *extra])
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def render_markdown(board: dict[str, Any]) -> str:
+    env = board["environment"]
+    lines = [f"# Leaderboard: {board['tier']} tier", "",
+             f"Generated {board['created']} from commit `{board['commit']}`"
+             f"{' (dirty tree)' if env.get('dirty') else ''}; torch {env['torch']}, {env['cpu']}, "
+             f"{env['threads']} threads. Latency: median at batch 1 and at the tier's batch size; "
+             "speed-up: reference latency / case latency at batch 1, timed in the same run.", ""]
+    for dataset in sorted({r["dataset"] for r in board["rows"]}):
+        rows = [r for r in board["rows"] if r["dataset"] == dataset]
+        rows.sort(key=lambda r: (r["budget_kind"], r["budget_value"], -r["top1"]))
+        lines += [f"## {dataset}", "", tabulate([[_fmt(r[k]) for k, _ in MD_COLUMNS] for r in rows],
+                                                headers=[h for _, h in MD_COLUMNS], tablefmt="github"), ""]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1 else f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return value

@@ -1,0 +1,142 @@
+"""What the harness measures on every model (methods never report their own numbers)."""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+
+def _weight_of(module: nn.Module) -> torch.Tensor | None:
+    """Float view of a conv/linear weight, for float and torch.ao quantized modules alike."""
+    weight = getattr(module, "weight", None)
+    if callable(weight):  # quantized modules expose weight() returning a quantized tensor
+        weight = weight()
+    if not isinstance(weight, torch.Tensor):
+        return None
+    return weight.dequantize() if weight.is_quantized else weight.detach()
+
+
+def _bias_of(module: nn.Module) -> torch.Tensor | None:
+    bias = getattr(module, "bias", None)
+    if callable(bias):
+        bias = bias()
+    return bias.detach() if isinstance(bias, torch.Tensor) else None
+
+
+def _is_conv(m: nn.Module) -> bool:
+    return all(hasattr(m, a) for a in ("in_channels", "out_channels", "kernel_size", "groups"))
+
+
+def _is_linear(m: nn.Module) -> bool:
+    return hasattr(m, "in_features") and hasattr(m, "out_features")
+
+
+def prunable_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """(module name, weight) of every conv and linear layer, quantized ones dequantized."""
+    for name, module in model.named_modules():
+        if (_is_conv(module) or _is_linear(module)) and (w := _weight_of(module)) is not None:
+            yield name, w
+
+
+def _all_weights(model: nn.Module) -> Iterator[torch.Tensor]:
+    """Every learnable tensor: float parameters plus the packed weights/biases of quantized layers."""
+    yield from (p.detach() for p in model.parameters())
+    for module in model.modules():
+        if callable(getattr(module, "weight", None)):
+            yield _weight_of(module)
+            if (b := _bias_of(module)) is not None:
+                yield b
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(t.numel() for t in _all_weights(model))
+
+
+def count_nonzero(model: nn.Module) -> int:
+    return sum(int(torch.count_nonzero(t)) for t in _all_weights(model))
+
+
+def sparsity(model: nn.Module) -> float:
+    """Zero fraction of the prunable (conv/linear) weights, 0..1."""
+    total = zeros = 0
+    for _, w in prunable_weights(model):
+        total += w.numel()
+        zeros += int((w == 0).sum())
+    return zeros / total if total else 0.0
+
+
+def per_layer_sparsity(model: nn.Module) -> dict[str, float]:
+    return {name: float((w == 0).float().mean()) for name, w in prunable_weights(model)}
+
+
+def weight_bits(model: nn.Module) -> int:
+    """Widest storage type among the conv/linear weights (32 for float32, 8 for int8...)."""
+    bits = 0
+    for module in model.modules():
+        w = getattr(module, "weight", None)
+        w = w() if callable(w) else w
+        if isinstance(w, torch.Tensor) and (_is_conv(module) or _is_linear(module)):
+            bits = max(bits, w.element_size() * 8)
+    return bits
+
+
+def serialized_bytes(model: nn.Module) -> bytes:
+    """The deployable artefact: the model's state_dict as torch.save writes it."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def size_bytes(model: nn.Module) -> int:
+    return len(serialized_bytes(model))
+
+
+@torch.inference_mode()
+def count_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates of conv and linear layers for one forward of ``example`` (batch 1).
+
+    Forward hooks on leaf conv/linear modules, so quantized modules count too; a unit test
+    checks the result equals torch.utils.flop_counter's FLOPs / 2 on float models.
+    """
+    total = 0
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        out = output.dequantize() if output.is_quantized else output
+        if _is_conv(module):
+            k = torch.tensor(module.kernel_size).prod().item()
+            total += out.numel() // out.shape[0] * (module.in_channels // module.groups) * k
+        else:
+            total += out.numel() // out.shape[0] * module.in_features
+
+    layers = [m for m in model.modules() if _is_conv(m) or _is_linear(m)]
+    # Count innermost layers only (a wrapper holding a conv/linear must not count twice); quantized
+    # Linear holds a packed-params child, so "has no children" would wrongly skip it.
+    inner = [m for m in layers if not any(c is not m and (_is_conv(c) or _is_linear(c)) for c in m.modules())]
+    handles = [m.register_forward_hook(hook) for m in inner]
+    try:
+        model.eval()
+        model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return int(total)
+
+
+@torch.inference_mode()
+def median_latency_ms(model: nn.Module, example: torch.Tensor, rounds: int = 30, warmup: int = 5) -> float:
+    """Median wall time of one forward, in milliseconds."""
+    model.eval()
+    for _ in range(warmup):
+        model(example)
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        model(example)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000.0

@@ -1,0 +1,199 @@
+"""Plain training and evaluation functions (train_one_epoch, evaluate, fit), torchvision-reference style.
+
+Images stay uint8 in memory; batches are normalised (and augmented) on the fly. Model selection
+uses the validation split only: `fit` keeps the weights of the best validation epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .datasets import DataSplits, ImageSet
+from .errors import ConfigError
+from .fileio import atomic_write
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, x, y) -> loss
+
+
+@dataclass
+class Recipe:
+    """How to train: every field is a case setting in params.yaml."""
+
+    epochs: int = 1
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    augment: str = "none"  # none | crop | crop_flip
+    label_smoothing: float = 0.0
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Recipe":
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown recipe keys {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FitResult:
+    best_val_top1: float
+    best_epoch: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 [N,C,H,W] -> float, scaled to [0,1] and standardised per channel."""
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - m) / s
+
+
+def augment_batch(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
+    """Random crop (4-pixel zero padding, 1/8 of the side for small images) and horizontal flip."""
+    if mode == "none":
+        return x
+    if mode not in ("crop", "crop_flip"):
+        raise ConfigError(f"unknown augment {mode!r}; valid: none, crop, crop_flip")
+    n, _, h, w = x.shape
+    pad = max(1, h // 8)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    if mode == "crop_flip":
+        flip = torch.rand(n, generator=gen) < 0.5
+        out[flip] = out[flip].flip(-1)
+    return out
+
+
+def iterate(part: ImageSet, data: DataSplits, batch_size: int, *, shuffle: bool = False,
+            augment: str = "none", gen: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(normalised float images, labels) batches of ``part``."""
+    order = torch.randperm(len(part), generator=gen) if shuffle else torch.arange(len(part))
+    for start in range(0, len(part), batch_size):
+        idx = order[start:start + batch_size]
+        x = normalize(part.images[idx], data.mean, data.std)
+        yield augment_batch(x, augment, gen) if gen is not None else x, part.labels[idx]
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, part: ImageSet, data: DataSplits, batch_size: int = 512) -> torch.Tensor:
+    """Logits of ``model`` on every item of ``part``, in order."""
+    model.eval()
+    return torch.cat([model(x) for x, _ in iterate(part, data, batch_size)])
+
+
+def evaluate(model: nn.Module, part: ImageSet, data: DataSplits, batch_size: int = 512) -> float:
+    """Top-1 accuracy in percent."""
+    logits = predict(model, part, data, batch_size)
+    return 100.0 * (logits.argmax(1) == part.labels).float().mean().item()
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    raise ConfigError(f"unknown optimizer {recipe.optimizer!r}; valid: sgd, adamw")
+
+
+def train_one_epoch(model: nn.Module, data: DataSplits, recipe: Recipe, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, loss_fn: LossFn, gen: torch.Generator,
+                    desc: str = "") -> float:
+    """One pass over the train split; returns the mean loss."""
+    model.train()
+    total, count = 0.0, 0
+    steps = (len(data.train) + recipe.batch_size - 1) // recipe.batch_size
+    bar = tqdm(iterate(data.train, data, recipe.batch_size, shuffle=True, augment=recipe.augment, gen=gen),
+               total=steps, desc=desc, leave=False, mininterval=5, disable=None)
+    for x, y in bar:
+        x = x.contiguous(memory_format=torch.channels_last)
+        loss = loss_fn(model(x), x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * len(y)
+        count += len(y)
+        bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+    return total / max(count, 1)
+
+
+def cross_entropy_loss(recipe: Recipe) -> LossFn:
+    return lambda logits, x, y: F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+
+
+def fit(model: nn.Module, data: DataSplits, recipe: Recipe, loss_fn: LossFn | None = None,
+        resume_path: Path | None = None, desc: str = "train") -> FitResult:
+    """Train ``model`` in place for ``recipe.epochs``; keep the best-validation weights.
+
+    With ``resume_path``, state is saved atomically after every epoch and a rerun resumes from
+    the last finished epoch; the file is removed when training completes.
+    """
+    torch.manual_seed(recipe.seed)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    loss_fn = loss_fn or cross_entropy_loss(recipe)
+    model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, recipe)
+    steps = max(1, recipe.epochs * ((len(data.train) + recipe.batch_size - 1) // recipe.batch_size))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=steps,
+                                                    pct_start=0.15, anneal_strategy="cos")
+    state = {"epoch": 0, "best_val": -1.0, "best_epoch": 0, "best_state": None, "history": [], "seconds": 0.0}
+    if resume_path is not None and resume_path.is_file():
+        state = _load_resume(resume_path, model, optimizer, scheduler, gen)
+    for epoch in range(state["epoch"] + 1, recipe.epochs + 1):
+        start = time.perf_counter()
+        loss = train_one_epoch(model, data, recipe, optimizer, scheduler, loss_fn, gen,
+                               desc=f"{desc} {epoch}/{recipe.epochs}")
+        val = evaluate(model, data.val, data)
+        state["seconds"] += time.perf_counter() - start
+        state["history"].append({"epoch": epoch, "loss": round(loss, 5), "val_top1": round(val, 3)})
+        tqdm.write(f"[{desc}] epoch {epoch}/{recipe.epochs} loss {loss:.4f} val_top1 {val:.2f}%")
+        if val > state["best_val"]:
+            state.update(best_val=val, best_epoch=epoch, best_state=copy.deepcopy(model.state_dict()))
+        state["epoch"] = epoch
+        if resume_path is not None:
+            _save_resume(resume_path, state, model, optimizer, scheduler, gen)
+    if state["best_state"] is not None:
+        model.load_state_dict(state["best_state"])
+    model.to(memory_format=torch.contiguous_format)
+    if resume_path is not None:
+        resume_path.unlink(missing_ok=True)
+    return FitResult(state["best_val"], state["best_epoch"], state["seconds"], state["history"])
+
+
+def _save_resume(path: Path, state: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator) -> None:
+    blob = {**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state()}
+    atomic_write(path, lambda tmp: torch.save(blob, tmp))
+
+
+def _load_resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator) -> dict:
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(blob.pop("model"))
+    optimizer.load_state_dict(blob.pop("optimizer"))
+    scheduler.load_state_dict(blob.pop("scheduler"))
+    gen.set_state(blob.pop("gen"))
+    torch.set_rng_state(blob.pop("torch_rng"))
+    tqdm.write(f"resuming from {path} after epoch {blob['epoch']}")
+    return blob
