@@ -38,9 +38,10 @@ class Budget:
             raise BudgetError(f"budget {cfg!r} must be one `kind: value` pair, e.g. {{params: 100000}}")
         (kind, value), = cfg.items()
         try:
-            return cls(kind, float(value))
+            number = float(value)
         except (TypeError, ValueError):
             raise BudgetError(f"budget value {value!r} for {kind} is not a number") from None
+        return cls(kind, number)
 
     @property
     def label(self) -> str:

@@ -22,10 +22,12 @@ from ..training import iterate
 from .base import Context, Method, register
 
 BACKEND = "x86"
-ACTIVATION_OBSERVERS = {  # reduce_range avoids int16 overflow in the x86 kernels' accumulation
-    "minmax": observer.MinMaxObserver.with_args(reduce_range=True),
-    "moving_average": observer.MovingAverageMinMaxObserver.with_args(reduce_range=True),
-    "histogram": observer.HistogramObserver.with_args(reduce_range=True),
+# uint8 activations in 0..127 (7 bits): the x86 kernels' int16 accumulation can overflow otherwise.
+_ACT = dict(dtype=torch.quint8, quant_min=0, quant_max=127)
+ACTIVATION_OBSERVERS = {
+    "minmax": observer.MinMaxObserver.with_args(**_ACT),
+    "moving_average": observer.MovingAverageMinMaxObserver.with_args(**_ACT),
+    "histogram": observer.HistogramObserver.with_args(**_ACT),
 }
 WEIGHT_OBSERVER = observer.PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
 

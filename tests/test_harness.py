@@ -1,0 +1,134 @@
+"""The harness on a throwaway project: cases from params.yaml, caching, rows, leaderboards."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from slimbench import harness, leaderboard
+from slimbench.cases import expand_cases, load_tier, select
+from slimbench.config import Paths
+from slimbench.errors import ConfigError
+from slimbench.fileio import md5sum
+
+PARAMS = {
+    "data": {"mirrors": [], "val_fraction": 0.1, "split_seed": 0},
+    "teachers": {"t": {"dataset": "digits", "model": "fashion_cnn", "model_kwargs": {"image_size": 8}}},
+    "tiers": {"mini": {
+        "threads": 1, "batch_size": 8, "latency_rounds": 3, "latency_warmup": 1,
+        "datasets": {"digits": {"teacher": "t", "recipe": {"epochs": 1, "batch_size": 64}}},
+        "cases": [{"method": "reference"},
+                  {"method": "prune_global_magnitude", "budgets": [{"sparsity": 0.5}, {"sparsity": 0.9}]},
+                  {"method": "quant_ptq_int8", "budget": {"bytes": 1000}, "settings": {"calibration_size": 64}}],
+    }},
+}
+
+
+@pytest.fixture
+def project(tmp_path, digits_model):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    (tmp_path / "teachers").mkdir()
+    ckpt = tmp_path / "teachers" / "t.pt"
+    torch.save({"state_dict": digits_model.state_dict()}, ckpt)
+    meta = {"architecture": "fashion_cnn", "model_kwargs": {"image_size": 8}, "num_classes": 10,
+            "in_channels": 1, "md5": md5sum(ckpt)}
+    (tmp_path / "teachers" / "t.json").write_text(json.dumps(meta))
+    return Paths(tmp_path)
+
+
+def test_cases_expand_with_readable_unique_ids(project):
+    ids = [c.case_id for c in expand_cases("mini", project)]
+    assert ids == ["reference-digits-nobudget", "prune_global_magnitude-digits-sparsity50",
+                   "prune_global_magnitude-digits-sparsity90", "quant_ptq_int8-digits-bytes1k"]
+    assert [c.case_id for c in select(expand_cases("mini", project), "prune_*")] == ids[1:3]
+
+
+def test_malformed_tiers_are_clear_errors(project):
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    params["tiers"]["mini"]["cases"].append({"method": "reference"})
+    (project.root / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match="duplicate case id 'reference-digits-nobudget'.*add a distinct `tag`"):
+        expand_cases("mini", project)
+    params["tiers"]["mini"]["cases"][-1] = {"method": "reference", "datasets": ["food11"]}
+    (project.root / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match="dataset 'food11' is not declared in tier mini"):
+        expand_cases("mini", project)
+    with pytest.raises(ConfigError, match="unknown tier 'huge'; valid tiers: mini"):
+        load_tier("huge", project)
+
+
+def test_rows_are_measured_and_cached_per_case(project):
+    case = expand_cases("mini", project)[2]  # 90% sparsity
+    first = harness.compress_case(case, project)
+    assert not first.cache_hit
+    again = harness.compress_case(case, project)
+    assert again.cache_hit and again.quality == first.quality
+    row = harness.measure(case, again, load_tier("mini", project))
+    assert set(leaderboard.ROW_KEYS) <= set(row)
+    assert row["family"] == "prune" and row["budget_met"] is True and row["sparsity"] >= 0.899
+    assert row["nonzero_params"] < 0.2 * row["params"] and row["top1_delta"] == round(row["top1"] - row["reference_top1"], 2)
+
+
+def test_an_unmet_budget_is_reported_not_raised(project):
+    case = expand_cases("mini", project)[3]  # int8 model in 1,000 bytes: impossible
+    row = harness.measure(case, harness.compress_case(case, project), load_tier("mini", project))
+    assert row["budget_met"] is False and row["size_bytes"] > 1000
+
+
+def test_cache_key_changes_with_the_case_config(project):
+    a, b = expand_cases("mini", project)[1:3]
+    assert harness.cache_key(a, "d", "t") != harness.cache_key(b, "d", "t")
+    assert harness.cache_key(a, "d", "t") != harness.cache_key(a, "other-data", "t")
+
+
+def test_an_interrupted_store_leaves_no_cache_entry(project, monkeypatch):
+    reference, case = expand_cases("mini", project)[:2]
+    harness.compress_case(reference, project)  # data prepared and teacher loaded before the failure
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(harness.torch, "save", boom)
+    with pytest.raises(KeyboardInterrupt):
+        harness.compress_case(case, project)
+    case_dir = project.cache / "mini" / case.case_id
+    assert not any(case_dir.iterdir()) if case_dir.exists() else True
+
+
+def _row(case_id, top1=90.0, **extra):
+    return {**{k: 0 for k in leaderboard.ROW_KEYS}, "case_id": case_id, "dataset": "digits", "top1": top1,
+            "budget_kind": "none", "budget_value": 0, "budget_met": True, **extra}
+
+
+def test_leaderboard_update_keeps_other_rows_and_drops_retired_cases(project, tmp_path):
+    out = tmp_path / "results"
+    leaderboard.update(out, "mini", [_row("a"), _row("b"), _row("gone")], ["a", "b", "gone"], project.root)
+    board = leaderboard.update(out, "mini", [_row("b", top1=95.0)], ["a", "b"], project.root)
+    assert [(r["case_id"], r["top1"]) for r in board["rows"]] == [("a", 90.0), ("b", 95.0)]
+    saved = json.loads((out / "leaderboard.json").read_text())
+    assert {"tier", "commit", "created", "environment", "rows"} <= set(saved)
+    assert {"torch", "cpu", "threads"} <= set(saved["environment"])
+    assert (out / "leaderboard.csv").read_text().splitlines()[0].startswith("case_id,method,family,dataset")
+    assert "## digits" in (out / "LEADERBOARD.md").read_text()
+
+
+def test_a_failed_write_keeps_the_previous_leaderboard(project, tmp_path, monkeypatch):
+    out = tmp_path / "results"
+    leaderboard.update(out, "mini", [_row("a")], ["a"], project.root)
+    before = (out / "leaderboard.json").read_text()
+    monkeypatch.setattr(leaderboard.json, "dump", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        leaderboard.update(out, "mini", [_row("a", top1=1.0)], ["a"], project.root)
+    assert (out / "leaderboard.json").read_text() == before
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_rows_from_a_benchmark_json_must_carry_the_schema(tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"benchmarks": [{"extra_info": {"case_id": "x", "top1": 1}}]}))
+    with pytest.raises(ConfigError, match="case x lacks .*method"):
+        leaderboard.rows_from_benchmark_json(path)
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match="unreadable benchmark JSON"):
+        leaderboard.rows_from_benchmark_json(path)

@@ -1,0 +1,53 @@
+import io
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from slimbench import metrics
+from slimbench.models import get_model
+
+
+def flop_counter_macs(model, x):
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+@pytest.mark.parametrize("name,shape", [("cifar_resnet20", (1, 3, 32, 32)), ("vgg8_dwsep", (1, 3, 32, 32)),
+                                        ("mobilenet_v1", (1, 3, 32, 32)), ("fashion_cnn", (1, 3, 28, 28))])
+def test_mac_counter_agrees_with_torch_flop_counter(name, shape):
+    model = get_model(name).eval()
+    x = torch.randn(shape)
+    assert metrics.count_macs(model, x) == flop_counter_macs(model, x)
+
+
+def test_resnet20_macs_match_the_literature():
+    # He et al. CIFAR ResNet-20: about 41M multiply-accumulates per 32x32 image
+    assert 40e6 < metrics.count_macs(get_model("cifar_resnet20"), torch.randn(1, 3, 32, 32)) < 42e6
+
+
+def test_sparsity_and_nonzero_count_planted_zeros():
+    model = torch.nn.Sequential(torch.nn.Linear(10, 10, bias=False), torch.nn.Linear(10, 10))
+    with torch.no_grad():
+        model[0].weight[:3] = 0  # 30 of 200 prunable weights
+    assert metrics.sparsity(model) == pytest.approx(30 / 200)
+    assert metrics.count_params(model) == 210
+    assert metrics.count_nonzero(model) == 210 - 30 - int((model[1].bias == 0).sum())
+    assert metrics.per_layer_sparsity(model) == {"0": pytest.approx(0.3), "1": 0.0}
+
+
+def test_size_bytes_is_the_saved_state_dict():
+    model = get_model("fashion_cnn")
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    assert metrics.size_bytes(model) == len(buffer.getvalue())
+    assert metrics.size_bytes(model) > 4 * metrics.count_params(model)
+
+
+def test_weight_bits_of_a_float_model():
+    assert metrics.weight_bits(get_model("fashion_cnn")) == 32
+
+
+def test_median_latency_is_positive():
+    assert metrics.median_latency_ms(torch.nn.Linear(4, 4), torch.randn(1, 4), rounds=5, warmup=1) > 0
