@@ -88,6 +88,20 @@ def cmd_teacher(args: argparse.Namespace) -> None:
           f"{meta['params']:,} params, {meta['train_seconds']} s")
 
 
+def cmd_teachers(args: argparse.Namespace) -> None:
+    import json
+
+    from .config import default_paths
+    from .fileio import write_text
+    from .leaderboard import render_teachers
+
+    paths = default_paths()
+    metas = [json.loads(p.read_text()) for p in sorted(paths.teachers.glob("*.json"))]
+    text = render_teachers(metas)
+    write_text(paths.root / "results" / "TEACHERS.md", text)
+    print(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slimbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("teacher", help="train or fine-tune a teacher declared in params.yaml")
     p.add_argument("name")
     p.set_defaults(func=cmd_teacher)
+    p = sub.add_parser("teachers", help="write results/TEACHERS.md from the teachers' metadata")
+    p.set_defaults(func=cmd_teachers)
     return parser
 
 

@@ -102,3 +102,22 @@ def _fmt(value: Any) -> Any:
     if isinstance(value, int):
         return f"{value:,}"
     return value
+
+
+TEACHER_COLUMNS = (("name", "teacher"), ("dataset", "dataset"), ("architecture", "architecture"),
+                   ("params", "params"), ("top1_as_shipped", "test top-1 as shipped (%)"),
+                   ("top1", "test top-1 (%)"), ("val_top1", "val top-1 (%)"), ("train_seconds", "train (s)"),
+                   ("recipe_text", "recipe"), ("source", "source"))
+
+
+def render_teachers(metas: list[dict[str, Any]]) -> str:
+    """Markdown table of teacher metadata (teachers/<name>.json)."""
+    rows = []
+    for meta in sorted(metas, key=lambda m: (m["dataset"], m["name"])):
+        recipe = meta.get("recipe", {})
+        meta = {**meta, "recipe_text": f"{recipe.get('epochs')} ep, {recipe.get('optimizer')} lr {recipe.get('lr')}, "
+                                       f"bs {recipe.get('batch_size')}, aug {recipe.get('augment')}"}
+        rows.append([_fmt(meta.get(k, "-")) for k, _ in TEACHER_COLUMNS])
+    return "\n".join(["# Teachers", "", "Generated from teachers/*.json by `slimbench teachers`. Top-1 on the full "
+                      "test split; 'as shipped' is the public checkpoint before fine-tuning.", "",
+                      tabulate(rows, headers=[h for _, h in TEACHER_COLUMNS], tablefmt="github"), ""])

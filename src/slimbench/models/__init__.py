@@ -11,7 +11,7 @@ from torch import nn
 from ..registry import Registry
 from .cifar_resnet import CifarResNet
 from .cnn import VGG8, FashionCNN
-from .mobile import MobileNetV1, ResNetLikeStudent
+from .mobile import mobilenet_v1, resnet_like_student
 from .torchvision_resnet import small_input_resnet
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
@@ -46,14 +46,8 @@ def fashion_cnn(**kw: Any) -> nn.Module:
     return FashionCNN(**kw)
 
 
-@MODELS.register("mobilenet_v1")
-def mobilenet_v1(**kw: Any) -> nn.Module:
-    return MobileNetV1(**kw)
-
-
-@MODELS.register("resnet_like_student")
-def resnet_like_student(**kw: Any) -> nn.Module:
-    return ResNetLikeStudent(**kw)
+MODELS.register("mobilenet_v1")(mobilenet_v1)
+MODELS.register("resnet_like_student")(resnet_like_student)
 
 
 @MODELS.register("resnet18_small")
