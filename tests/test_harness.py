@@ -132,3 +132,15 @@ def test_rows_from_a_benchmark_json_must_carry_the_schema(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="unreadable benchmark JSON"):
         leaderboard.rows_from_benchmark_json(path)
+
+
+def test_readme_excerpt_is_replaced_between_markers(project, tmp_path):
+    board = leaderboard.update(tmp_path / "r", "mini", [_row("a", top1=91.5)], ["a"], project.root)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{leaderboard.EXCERPT_START}\nold\n{leaderboard.EXCERPT_END}\noutro\n")
+    leaderboard.update_readme_excerpt(readme, board, ["digits"])
+    text = readme.read_text()
+    assert "old" not in text and "91.50" in text and text.startswith("intro") and text.endswith("outro\n")
+    readme.write_text("no markers")
+    with pytest.raises(ConfigError, match="lacks the .* markers"):
+        leaderboard.update_readme_excerpt(readme, board, ["digits"])
