@@ -137,10 +137,10 @@ def test_rows_from_a_benchmark_json_must_carry_the_schema(tmp_path):
 def test_readme_excerpt_is_replaced_between_markers(project, tmp_path):
     board = leaderboard.update(tmp_path / "r", "mini", [_row("a", top1=91.5)], ["a"], project.root)
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{leaderboard.EXCERPT_START}\nold\n{leaderboard.EXCERPT_END}\noutro\n")
+    readme.write_text(f"intro\n{leaderboard.EXCERPT_START}\nSTALE-ROW\n{leaderboard.EXCERPT_END}\noutro\n")
     leaderboard.update_readme_excerpt(readme, board, ["digits"])
     text = readme.read_text()
-    assert "old" not in text and "91.50" in text and text.startswith("intro") and text.endswith("outro\n")
+    assert "STALE-ROW" not in text and "91.50" in text and text.startswith("intro") and text.endswith("outro\n")
     readme.write_text("no markers")
     with pytest.raises(ConfigError, match="lacks the .* markers"):
         leaderboard.update_readme_excerpt(readme, board, ["digits"])
