@@ -24,9 +24,11 @@ from . import metrics
 from .budgets import Budget
 from .cases import Case, Tier
 from .config import Paths, default_paths
-from .datasets import DataSplits
+from .datasets import DataSplits, load_splits
+from .errors import ConfigError
 from .methods import METHODS, Context
-from .teachers import build_model_for, load_splits, load_teacher
+from .models import build_model_for
+from .teachers import load_teacher
 from .training import Recipe, evaluate, normalize
 
 
@@ -72,10 +74,13 @@ def compress_case(case: Case, paths: Paths | None = None) -> Outcome:
     method = METHODS.get(case.method)
     data = load_splits(case.dataset, {"subset": case.subset}, paths)
     if case.teacher is None:
-        raise_missing_reference(case)
+        raise ConfigError(f"case {case.case_id}: dataset {case.dataset} has no `teacher:` in tier {case.tier}; "
+                          "fix: name a teacher from params.yaml `teachers`")
     reference, reference_meta = load_teacher(case.teacher, paths)
     key_dir = paths.cache / case.tier / case.case_id / cache_key(case, data.data_md5, reference_meta["md5"])
     if (key_dir / "model.pt").is_file():
+        # Whole pickled modules (quantized graphs have no state_dict-only rebuild); the cache is
+        # written by this harness on this machine, never downloaded.
         model = torch.load(key_dir / "model.pt", map_location="cpu", weights_only=False)
         quality = json.loads((key_dir / "quality.json").read_text())
         return Outcome(model, reference, reference_meta, data, quality, cache_hit=True)
@@ -92,13 +97,6 @@ def compress_case(case: Case, paths: Paths | None = None) -> Outcome:
                "method_log": ctx.log}
     _store(key_dir, model, quality)
     return Outcome(model, reference, reference_meta, data, quality, cache_hit=False)
-
-
-def raise_missing_reference(case: Case) -> None:
-    from .errors import ConfigError
-
-    raise ConfigError(f"case {case.case_id}: dataset {case.dataset} has no `teacher:` in tier {case.tier}; "
-                      "fix: name a teacher from params.yaml `teachers`")
 
 
 def _store(key_dir: Path, model: nn.Module, quality: dict[str, Any]) -> None:

@@ -14,10 +14,10 @@ from torch import nn
 from torch.torch_version import TorchVersion
 
 from .config import Paths, default_paths, load_params
-from .datasets import DataSplits, load_dataset
+from .datasets import load_splits
 from .errors import ConfigError, IntegrityError
 from .fileio import atomic_write, md5sum, verify_md5, write_json
-from .models import count_params, get_model
+from .models import build_model_for, count_params, get_model
 from .training import Recipe, evaluate, fit
 
 PUBLIC_URL = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
@@ -74,20 +74,6 @@ def teacher_spec(name: str, paths: Paths | None = None) -> dict[str, Any]:
     if name not in specs:
         raise ConfigError(f"unknown teacher {name!r}; valid teachers: {', '.join(sorted(specs))}")
     return specs[name]
-
-
-def build_model_for(model: str, data: DataSplits, kwargs: dict | None = None) -> nn.Module:
-    """Instantiate a registered model with the dataset's classes and channels."""
-    return get_model(model, num_classes=data.num_classes, in_channels=data.in_channels, **(kwargs or {}))
-
-
-def load_splits(dataset: str, settings: dict | None = None, paths: Paths | None = None) -> DataSplits:
-    """Dataset splits with the project-wide split settings from params.yaml."""
-    paths = paths or default_paths()
-    data_params = load_params(paths.root).get("data", {})
-    return load_dataset(dataset, seed=data_params.get("split_seed", 0),
-                        val_fraction=data_params.get("val_fraction", 0.1),
-                        subset=(settings or {}).get("subset"), paths=paths)
 
 
 def train_teacher(name: str, paths: Paths | None = None) -> dict[str, Any]:

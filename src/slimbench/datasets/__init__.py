@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..config import Paths, default_paths
+from ..config import Paths, default_paths, load_params
 from ..registry import Registry
 from .base import DataSplits, ImageSet, RawDataset, load_prepared, save_prepared, seeded_split, seeded_subset
 from .cifar10 import load_cifar10, load_cifar10_jpeg
@@ -14,7 +14,7 @@ from .digits import load_digits
 from .fashion_mnist import load_raw as load_fashion_mnist
 from .food11 import load_food11
 
-__all__ = ["DATASETS", "DataSplits", "ImageSet", "RawDataset", "DatasetSpec", "load_dataset", "prepare"]
+__all__ = ["DATASETS", "DataSplits", "ImageSet", "RawDataset", "DatasetSpec", "load_dataset", "load_splits", "prepare"]
 
 
 @dataclass(frozen=True)
@@ -62,3 +62,12 @@ def load_dataset(name: str, *, seed: int = 0, val_fraction: float = 0.1,
         test = seeded_subset(test, subset.get("test"), seed)
         notes["subset"] = dict(subset)
     return DataSplits(name, train, val, test, raw.classes, raw.source_md5, raw.mean, raw.std, notes)
+
+
+def load_splits(dataset: str, settings: dict | None = None, paths: Paths | None = None) -> DataSplits:
+    """``load_dataset`` with the project-wide split settings of params.yaml (`data:`)."""
+    paths = paths or default_paths()
+    data_params = load_params(paths.root).get("data", {})
+    return load_dataset(dataset, seed=data_params.get("split_seed", 0),
+                        val_fraction=data_params.get("val_fraction", 0.1),
+                        subset=(settings or {}).get("subset"), paths=paths)

@@ -62,3 +62,8 @@ def resnet50_small(**kw: Any) -> nn.Module:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def build_model_for(model: str, data: Any, kwargs: dict | None = None) -> nn.Module:
+    """Instantiate a registered model with a dataset's classes and input channels."""
+    return get_model(model, num_classes=data.num_classes, in_channels=data.in_channels, **(kwargs or {}))
