@@ -51,3 +51,13 @@ def test_weight_bits_of_a_float_model():
 
 def test_median_latency_is_positive():
     assert metrics.median_latency_ms(torch.nn.Linear(4, 4), torch.randn(1, 4), rounds=5, warmup=1) > 0
+
+
+def test_paired_latency_returns_one_median_per_model():
+    calls = []
+    first, second = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    first.register_forward_hook(lambda *a: calls.append("first"))
+    second.register_forward_hook(lambda *a: calls.append("second"))
+    a, b = metrics.paired_latency_ms(first, second, torch.randn(1, 4), rounds=3, warmup=1)
+    assert a > 0 and b > 0
+    assert calls == ["first", "second"] * 4  # alternated, warm-up included

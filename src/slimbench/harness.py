@@ -138,10 +138,8 @@ def measure(case: Case, outcome: Outcome, tier: Tier, latency_ms: float | None =
     model, reference, data = outcome.model, outcome.reference, outcome.data
     one, many = example_input(data, 1), example_input(data, tier.batch_size)
     timing = dict(rounds=tier.latency_rounds, warmup=tier.latency_warmup)
-    ref_ms = metrics.median_latency_ms(reference, one, **timing)
-    own_ms = metrics.median_latency_ms(model, one, **timing)
-    ref_batch_ms = metrics.median_latency_ms(reference, many, **timing)
-    own_batch_ms = metrics.median_latency_ms(model, many, **timing)
+    ref_ms, own_ms = metrics.paired_latency_ms(reference, model, one, **timing)
+    ref_batch_ms, own_batch_ms = metrics.paired_latency_ms(reference, model, many, **timing)
     budget = Budget.from_config(case.budget)
     q = outcome.quality
     row = {

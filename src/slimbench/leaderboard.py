@@ -123,6 +123,9 @@ def render_teachers(metas: list[dict[str, Any]]) -> str:
         rows.append([_fmt(meta.get(k, "-")) for k, _ in TEACHER_COLUMNS])
     return "\n".join(["# Teachers", "", "Generated from teachers/*.json by `slimbench teachers`. Top-1 on the full "
                       "test split; 'as shipped' is the public checkpoint before fine-tuning.", "",
+                      "The public CIFAR ResNets were trained on all 50,000 CIFAR-10 training images, which are "
+                      "the images of cifar10_jpeg's train split, validation part included: their validation "
+                      "top-1 is optimistic. Only the test top-1 is a held-out figure for them.", "",
                       tabulate(rows, headers=[h for _, h in TEACHER_COLUMNS], tablefmt="github", disable_numparse=True), ""])
 
 

@@ -129,6 +129,25 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
 
 
 @torch.inference_mode()
+def paired_latency_ms(first: nn.Module, second: nn.Module, example: torch.Tensor, rounds: int = 30,
+                      warmup: int = 5) -> tuple[float, float]:
+    """Median forward times of two models, alternating them round by round so that a slow
+    stretch of a shared machine falls on both; their ratio is what a speed-up should use."""
+    first.eval()
+    second.eval()
+    for _ in range(warmup):
+        first(example)
+        second(example)
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        for model, bucket in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            model(example)
+            bucket.append(time.perf_counter() - start)
+    return statistics.median(times[0]) * 1000.0, statistics.median(times[1]) * 1000.0
+
+
+@torch.inference_mode()
 def median_latency_ms(model: nn.Module, example: torch.Tensor, rounds: int = 30, warmup: int = 5) -> float:
     """Median wall time of one forward, in milliseconds."""
     model.eval()
