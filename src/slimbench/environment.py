@@ -20,12 +20,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# What decides the numbers; results and lock files change during a run and do not count as dirty.
+SOURCE_PATHS = ("src", "benchmarks", "params.yaml", "dvc.yaml", "pyproject.toml")
+
+
 def git_state(root: Path) -> tuple[str | None, bool | None]:
-    """(commit, dirty tree) of the checkout at ``root``; (None, None) outside git."""
+    """(commit, uncommitted changes to code or params) of the checkout at ``root``; (None, None)
+    outside git."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        status = subprocess.run(["git", "status", "--porcelain", "--", *SOURCE_PATHS], cwd=root,
                                 capture_output=True, text=True, check=True).stdout
         return commit, bool(status.strip())
     except (OSError, subprocess.CalledProcessError):
