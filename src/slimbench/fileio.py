@@ -51,6 +51,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         raise
 
 
+def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
+    """torch.save through a file object, atomically.
+
+    Given a path, torch.save names the zip archive's root folder after the file, so saving via
+    a random temporary name would make identical content hash differently on every run.
+    """
+    import torch
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+
+    atomic_write(path, write)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON."""
 

@@ -16,7 +16,7 @@ from torch.torch_version import TorchVersion
 from .config import Paths, default_paths, load_params
 from .datasets import load_splits
 from .errors import ConfigError, IntegrityError
-from .fileio import atomic_write, md5sum, verify_md5, write_json
+from .fileio import atomic_torch_save, atomic_write, md5sum, verify_md5, write_json
 from .models import build_model_for, count_params, get_model
 from .training import Recipe, evaluate, fit
 
@@ -102,7 +102,7 @@ def train_teacher(name: str, paths: Paths | None = None) -> dict[str, Any]:
                 top1=round(evaluate(model, data.test, data), 2), params=count_params(model),
                 data_md5=data.data_md5, torch_version=str(torch.__version__))
     ckpt = paths.teachers / f"{name}.pt"
-    atomic_write(ckpt, lambda tmp: torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp))
+    atomic_torch_save(ckpt, {"state_dict": model.state_dict(), "meta": meta})
     meta["md5"] = md5sum(ckpt)
     write_json(paths.teachers / f"{name}.json", meta)
     return meta

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .datasets import DataSplits, ImageSet
 from .errors import ConfigError
-from .fileio import atomic_write
+from .fileio import atomic_torch_save
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, x, y) -> loss
 
@@ -184,7 +184,7 @@ def _save_resume(path: Path, state: dict, model: nn.Module, optimizer: torch.opt
                  scheduler: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator) -> None:
     blob = {**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state()}
-    atomic_write(path, lambda tmp: torch.save(blob, tmp))
+    atomic_torch_save(path, blob)
 
 
 def _load_resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import IntegrityError
-from ..fileio import atomic_write
+from ..fileio import atomic_torch_save
 
 
 @dataclass
@@ -98,7 +98,7 @@ def save_prepared(path: Path, raw: RawDataset) -> None:
     """Write decoded tensors atomically, so an interrupted prepare leaves no partial cache."""
     blob = {"train": (raw.train.images, raw.train.labels), "test": (raw.test.images, raw.test.labels),
             "classes": raw.classes, "source_md5": raw.source_md5, "mean": raw.mean, "std": raw.std}
-    atomic_write(path, lambda tmp: torch.save(blob, tmp))
+    atomic_torch_save(path, blob)
 
 
 def load_prepared(path: Path) -> RawDataset:
