@@ -144,3 +144,12 @@ def test_readme_excerpt_is_replaced_between_markers(project, tmp_path):
     readme.write_text("no markers")
     with pytest.raises(ConfigError, match="lacks the .* markers"):
         leaderboard.update_readme_excerpt(readme, board, ["digits"])
+
+
+def test_code_md5_covers_the_model_sources():
+    from pathlib import Path
+
+    package = Path(harness.__file__).parent
+    for entry in harness.MODEL_SOURCES:
+        assert (package / entry).exists(), entry
+    assert len(harness.code_md5()) == 32

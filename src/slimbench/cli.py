@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return int(status)
 
 
-def report(tier: str, json_path: Path, readme: Path | None = None) -> None:
+def report(tier: str, json_path: Path) -> None:
     from . import leaderboard
     from .cases import expand_cases
     from .config import default_paths
@@ -64,15 +64,26 @@ def report(tier: str, json_path: Path, readme: Path | None = None) -> None:
                                paths.root)
     print(f"{tier}: {len(rows)} case(s) from {json_path} -> {paths.results(tier)}/leaderboard.json "
           f"({len(board['rows'])} rows)")
-    if readme is not None:
-        leaderboard.update_readme_excerpt(readme, board, ["fashion_mnist", "cifar10_jpeg"])
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from .config import default_paths
 
-    report(args.tier, Path(args.source or default_paths().results(args.tier) / "benchmark.json"),
-           Path(args.readme) if args.readme else None)
+    report(args.tier, Path(args.source or default_paths().results(args.tier) / "benchmark.json"))
+
+
+def cmd_readme(args: argparse.Namespace) -> None:
+    """Refresh the README's leaderboard excerpt from a committed leaderboard (no rerun)."""
+    from . import leaderboard
+    from .config import default_paths
+
+    paths = default_paths()
+    source = paths.results(args.tier) / "leaderboard.json"
+    board = leaderboard.load(source)
+    if board is None:
+        raise SlimbenchError(f"no leaderboard at {source}; fix: run `slimbench run --tier {args.tier}` first")
+    leaderboard.update_readme_excerpt(paths.root / "README.md", board, args.datasets)
+    print(f"README.md excerpt refreshed from {source}")
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -123,8 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="rebuild a tier's leaderboard from a benchmark JSON")
     p.add_argument("--tier", required=True)
     p.add_argument("--from", dest="source", default=None, help="default: results/<tier>/benchmark.json")
-    p.add_argument("--readme", default=None, help="also refresh the leaderboard excerpt in this README")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("readme", help="refresh README.md's leaderboard excerpt from results/<tier>/")
+    p.add_argument("--tier", default="smoke")
+    p.add_argument("--datasets", nargs="+", default=["fashion_mnist", "cifar10_jpeg"])
+    p.set_defaults(func=cmd_readme)
     p = sub.add_parser("prepare", help="decode a dataset into data/prepared/")
     p.add_argument("name")
     p.set_defaults(func=cmd_prepare)
