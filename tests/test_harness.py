@@ -153,3 +153,20 @@ def test_code_md5_covers_the_model_sources():
     for entry in harness.MODEL_SOURCES:
         assert (package / entry).exists(), entry
     assert len(harness.code_md5()) == 32
+
+
+def test_quantized_models_are_recomputed_not_cached(project):
+    case = expand_cases("mini", project)[3]
+    first, second = harness.compress_case(case, project), harness.compress_case(case, project)
+    assert not first.cache_hit and not second.cache_hit
+    assert not (project.cache / "mini" / case.case_id).exists()
+
+
+def test_a_corrupt_cache_entry_is_recomputed_and_replaced(project):
+    case = expand_cases("mini", project)[1]
+    harness.compress_case(case, project)
+    (entry,) = (project.cache / "mini" / case.case_id).iterdir()
+    (entry / "model.pt").write_bytes(b"truncated")
+    again = harness.compress_case(case, project)
+    assert not again.cache_hit
+    assert harness.compress_case(case, project).cache_hit  # the entry was rewritten whole

@@ -85,12 +85,9 @@ def compress_case(case: Case, paths: Paths | None = None) -> Outcome:
                           "fix: name a teacher from params.yaml `teachers`")
     reference, reference_meta = load_teacher(case.teacher, paths)
     key_dir = paths.cache / case.tier / case.case_id / cache_key(case, data.data_md5, reference_meta["md5"])
-    if (key_dir / "model.pt").is_file():
-        # Whole pickled modules (quantized graphs have no state_dict-only rebuild); the cache is
-        # written by this harness on this machine, never downloaded.
-        model = torch.load(key_dir / "model.pt", map_location="cpu", weights_only=False)
-        quality = json.loads((key_dir / "quality.json").read_text())
-        return Outcome(model, reference, reference_meta, data, quality, cache_hit=True)
+    cached = _load_cached(key_dir) if method.cacheable else None
+    if cached is not None:
+        return Outcome(cached[0], reference, reference_meta, data, cached[1], cache_hit=True)
     build = _builder(case, data, reference_meta)
     given = reference if case.model == "reference" else build()
     ctx = Context(data=data, teacher=reference, recipe=replace(Recipe.from_dict(case.recipe), seed=case.seed),
@@ -102,8 +99,23 @@ def compress_case(case: Case, paths: Paths | None = None) -> Outcome:
     quality = {"top1": evaluate(model, data.test, data), "val_top1": evaluate(model, data.val, data),
                "reference_top1": evaluate(reference, data.test, data), "train_seconds": round(seconds, 2),
                "method_log": ctx.log}
-    _store(key_dir, model, quality)
+    if method.cacheable:
+        _store(key_dir, model, quality)
     return Outcome(model, reference, reference_meta, data, quality, cache_hit=False)
+
+
+def _load_cached(key_dir: Path) -> tuple[nn.Module, dict[str, Any]] | None:
+    """The cached model and quality numbers, or None (missing or unreadable: recompute)."""
+    if not (key_dir / "model.pt").is_file():
+        return None
+    try:
+        # Whole pickled modules; the cache is written by this harness on this machine, never downloaded.
+        model = torch.load(key_dir / "model.pt", map_location="cpu", weights_only=False)
+        return model, json.loads((key_dir / "quality.json").read_text())
+    except Exception as exc:  # noqa: BLE001 - a damaged entry is a miss, and is replaced
+        print(f"ignoring unreadable cache entry {key_dir} ({exc.__class__.__name__}); recomputing")
+        shutil.rmtree(key_dir, ignore_errors=True)
+        return None
 
 
 def _store(key_dir: Path, model: nn.Module, quality: dict[str, Any]) -> None:

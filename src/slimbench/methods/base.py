@@ -53,6 +53,7 @@ class Method(ABC):
     budget_kinds: ClassVar[tuple[str, ...]]
     settings: ClassVar[dict[str, Any]] = {}
     needs_teacher: ClassVar[bool] = False
+    cacheable: ClassVar[bool] = True  # False where the returned model cannot be pickled and reloaded
 
     def __call__(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         """Validate, deep-copy the input (methods never mutate what they are given), compress."""

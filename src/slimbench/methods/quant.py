@@ -58,6 +58,9 @@ class PTQInt8(Method):
     family = "quant"
     budget_kinds = ("bits", "bytes")
     settings = {"observer": "histogram", "calibration_size": 1000}
+    # torch.ao's quantized modules do not survive pickling (ConvReLU2d fails in __setstate__);
+    # calibration takes seconds, so the harness recomputes instead of caching.
+    cacheable = False
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         torch.backends.quantized.engine = BACKEND
