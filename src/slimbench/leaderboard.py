@@ -88,7 +88,8 @@ def render_markdown(board: dict[str, Any]) -> str:
              f"Generated {board['created']} from commit `{board['commit']}`"
              f"{' (dirty tree)' if env.get('dirty') else ''}; torch {env['torch']}, {env['cpu']}, "
              f"{env['threads']} threads. Latency: median at batch 1 and at the tier's batch size; "
-             "speed-up: reference latency / case latency at batch 1, timed in the same run.", ""]
+             "speed-up: reference latency / case latency at batch 1, the two timed alternately in the same run "
+             "(latency b1 itself is pytest-benchmark's median).", ""]
     for dataset in sorted({r["dataset"] for r in board["rows"]}):
         rows = [r for r in board["rows"] if r["dataset"] == dataset]
         rows.sort(key=lambda r: (r["budget_kind"], r["budget_value"], -r["top1"]))

@@ -145,17 +145,3 @@ def paired_latency_ms(first: nn.Module, second: nn.Module, example: torch.Tensor
             model(example)
             bucket.append(time.perf_counter() - start)
     return statistics.median(times[0]) * 1000.0, statistics.median(times[1]) * 1000.0
-
-
-@torch.inference_mode()
-def median_latency_ms(model: nn.Module, example: torch.Tensor, rounds: int = 30, warmup: int = 5) -> float:
-    """Median wall time of one forward, in milliseconds."""
-    model.eval()
-    for _ in range(warmup):
-        model(example)
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        model(example)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000.0
