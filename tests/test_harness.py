@@ -137,7 +137,8 @@ def test_rows_from_a_benchmark_json_must_carry_the_schema(tmp_path):
 def test_readme_excerpt_is_replaced_between_markers(project, tmp_path):
     board = leaderboard.update(tmp_path / "r", "mini", [_row("a", top1=91.5)], ["a"], project.root)
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{leaderboard.EXCERPT_START}\nSTALE-ROW\n{leaderboard.EXCERPT_END}\noutro\n")
+    start, end = leaderboard.excerpt_markers("mini")
+    readme.write_text(f"intro\n{start}\nSTALE-ROW\n{end}\noutro\n")
     leaderboard.update_readme_excerpt(readme, board, ["digits"])
     text = readme.read_text()
     assert "STALE-ROW" not in text and "91.50" in text and text.startswith("intro") and text.endswith("outro\n")
