@@ -47,10 +47,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     argv = [str(paths.root / "benchmarks"), "-m", args.tier, f"--benchmark-json={json_path}",
             "--benchmark-columns=median,iqr,rounds", "-p", "no:cacheprovider"]
     argv += ["--case", args.case] if args.case else []
-    status = pytest.main(argv + args.pytest_args)
-    if json_path.is_file() and not args.no_report:
+    status = int(pytest.main(argv + args.pytest_args))
+    if status != 0:  # a failed case's row must not reach the leaderboard
+        print(f"slimbench: pytest exited with {status}; leaderboard of tier {args.tier} left unchanged",
+              file=sys.stderr)
+    elif not args.no_report:
         report(args.tier, json_path)
-    return int(status)
+    return status
 
 
 def report(tier: str, json_path: Path) -> None:
