@@ -11,21 +11,17 @@ import torch
 from torch import nn
 
 
+def _stored(module: nn.Module, name: str) -> torch.Tensor | None:
+    """A module's ``weight``/``bias`` as stored; torch.ao quantized modules expose them as methods."""
+    value = getattr(module, name, None)
+    value = value() if callable(value) else value
+    return value.detach() if isinstance(value, torch.Tensor) else None
+
+
 def _weight_of(module: nn.Module) -> torch.Tensor | None:
-    """Float view of a conv/linear weight, for float and torch.ao quantized modules alike."""
-    weight = getattr(module, "weight", None)
-    if callable(weight):  # quantized modules expose weight() returning a quantized tensor
-        weight = weight()
-    if not isinstance(weight, torch.Tensor):
-        return None
-    return weight.dequantize() if weight.is_quantized else weight.detach()
-
-
-def _bias_of(module: nn.Module) -> torch.Tensor | None:
-    bias = getattr(module, "bias", None)
-    if callable(bias):
-        bias = bias()
-    return bias.detach() if isinstance(bias, torch.Tensor) else None
+    """Float view of a conv/linear weight, for float and quantized modules alike."""
+    weight = _stored(module, "weight")
+    return weight.dequantize() if weight is not None and weight.is_quantized else weight
 
 
 def _is_conv(m: nn.Module) -> bool:
@@ -49,7 +45,7 @@ def _all_weights(model: nn.Module) -> Iterator[torch.Tensor]:
     for module in model.modules():
         if callable(getattr(module, "weight", None)):
             yield _weight_of(module)
-            if (b := _bias_of(module)) is not None:
+            if (b := _stored(module, "bias")) is not None:
                 yield b
 
 
@@ -78,9 +74,8 @@ def weight_bits(model: nn.Module) -> int:
     """Widest storage type among the conv/linear weights (32 for float32, 8 for int8...)."""
     bits = 0
     for module in model.modules():
-        w = getattr(module, "weight", None)
-        w = w() if callable(w) else w
-        if isinstance(w, torch.Tensor) and (_is_conv(module) or _is_linear(module)):
+        w = _stored(module, "weight")
+        if w is not None and (_is_conv(module) or _is_linear(module)):
             bits = max(bits, w.element_size() * 8)
     return bits
 
