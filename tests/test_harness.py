@@ -171,3 +171,38 @@ def test_a_corrupt_cache_entry_is_recomputed_and_replaced(project):
     again = harness.compress_case(case, project)
     assert not again.cache_hit
     assert harness.compress_case(case, project).cache_hit  # the entry was rewritten whole
+
+
+def test_seeded_study_cases_share_a_group_and_a_cache_key_ignores_labels(project):
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    params["tiers"]["mini"]["cases"].append({"method": "scratch", "model": "fashion_cnn", "seeds": [0, 1, 2],
+                                             "model_kwargs": {"image_size": 8}, "study": "s1", "teacher": "t"})
+    (project.root / "params.yaml").write_text(yaml.safe_dump(params))
+    seeded = [c for c in expand_cases("mini", project) if c.study == "s1"]
+    assert [c.case_id for c in seeded] == [f"scratch-digits-nobudget-seed{i}" for i in range(3)]
+    assert {c.group_id for c in seeded} == {"scratch-digits-nobudget"}
+    assert len({c.config_hash() for c in seeded}) == 3  # seeds differ
+    from dataclasses import replace
+    assert replace(seeded[0], study="other").config_hash() == seeded[0].config_hash()
+
+
+def test_summary_rows_average_the_seeds_of_a_group():
+    base = {"study": "s1", "group_id": "g", "method": "kd_logits", "family": "distill", "dataset": "d",
+            "budget_met": True, "params": 10, "nonzero_params": 10, "size_bytes": 100, "macs": 5,
+            "latency_ms": 1.0, "latency_ms_batch": 2.0, "train_seconds": 3.0, "val_top1": 90.0}
+    rows = [{**base, "seed": s, "top1": t} for s, t in [(0, 90.0), (1, 92.0), (2, 94.0)]]
+    rows.append({**base, "group_id": "other", "study": None, "seed": 0, "top1": 10.0})
+    (summary,) = leaderboard.summarize(rows)
+    assert summary["top1"] == 92.0 and summary["top1_std"] == 2.0 and summary["seeds"] == [0, 1, 2]
+    assert "± 2.00" in leaderboard.render_studies([summary])
+
+
+def test_shards_partition_the_cases_stably(project):
+    from slimbench.cases import shard
+    cases = expand_cases("mini", project)
+    parts = [shard(cases, f"{i}/3") for i in (1, 2, 3)]
+    ids = sorted(c.case_id for part in parts for c in part)
+    assert ids == sorted(c.case_id for c in cases)  # every case in exactly one shard
+    assert [c.case_id for c in shard(cases[1:], "2/3")] == [c.case_id for c in parts[1] if c in cases[1:]]
+    with pytest.raises(ConfigError, match="is not i/n"):
+        shard(cases, "4/3")

@@ -62,7 +62,7 @@ def test_global_pruning_hits_the_rate_with_one_global_threshold(digits, digits_m
 
 def test_int8_ptq_agrees_with_fp32_and_shrinks_the_model(digits, digits_model):
     quantized = METHODS.get("quant_ptq_int8")(digits_model, Budget("bits", 8), make_ctx(digits, calibration_size=256))
-    x, _ = next(iterate(digits.test, digits, 128))
+    x, _, _ = next(iterate(digits.test, digits, 128))
     with torch.inference_mode():
         agree = (quantized(x).argmax(1) == digits_model(x).argmax(1)).float().mean().item()
     assert agree > 0.9

@@ -19,6 +19,8 @@ def test_cifar_resnets_match_the_public_checkpoint_sizes():
     # He et al. / akamaster: 0.27M, 0.46M, 0.66M, 0.85M
     counts = {d: count_params(get_model(f"cifar_resnet{d}")) for d in (20, 32, 44, 56)}
     assert counts == {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018}
+    # ResNet-8 (one block per stage): the under-100k student of the distillation studies
+    assert count_params(get_model("cifar_resnet8", in_channels=1)) == 75_002
 
 
 INPUTS = {"fashion_cnn": (1, 28), "resnet_like_student": (3, 64)}

@@ -24,7 +24,8 @@ def test_unknown_name_lists_valid_ones():
 
 
 def test_list_filters_with_wildcards():
-    assert MODELS.list("cifar_resnet*") == ["cifar_resnet20", "cifar_resnet32", "cifar_resnet44", "cifar_resnet56"]
+    assert MODELS.list("cifar_resnet*") == ["cifar_resnet20", "cifar_resnet32", "cifar_resnet44", "cifar_resnet56",
+                                            "cifar_resnet8"]
     assert "cifar_resnet56" not in MODELS.list("cifar_resnet*", exclude="*56")
 
 

@@ -16,7 +16,9 @@ from .methods import METHODS
 
 TIER_DEFAULTS = {"threads": 2, "batch_size": 64, "latency_rounds": 30, "latency_warmup": 5}
 CASE_KEYS = {"method", "datasets", "model", "model_kwargs", "budgets", "budget", "settings", "recipe",
-             "seeds", "tag"}
+             "seeds", "tag", "study", "teacher"}
+# Case fields that label a case without changing the model it produces (left out of the cache key).
+LABELS = ("tier", "study", "group_id")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class Case:
     recipe: dict[str, Any] = field(default_factory=dict)
     subset: dict[str, int] | None = None
     seed: int = 0
+    study: str | None = None  # the study a case belongs to; its seeds are summarised together
+    group_id: str = ""  # case_id without the -seedN suffix: the rows one summary row averages
 
     @property
     def family(self) -> str:
@@ -53,7 +57,7 @@ class Case:
 
     def config_hash(self) -> str:
         """Identifies everything that determines the compressed model (not the tier name)."""
-        cfg = {k: v for k, v in asdict(self).items() if k != "tier"}
+        cfg = {k: v for k, v in asdict(self).items() if k not in LABELS}
         return hashlib.md5(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
 
 
@@ -106,18 +110,33 @@ def _expand_entry(tier: Tier, entry: dict, where: str) -> list[Case]:
         for budget_cfg in budgets:
             for seed in entry.get("seeds") or [0]:
                 budget = Budget.from_config(budget_cfg)
-                parts = [entry["method"], dataset, budget.label] + ([entry["tag"]] if entry.get("tag") else [])
-                parts += [f"seed{seed}"] if len(entry.get("seeds") or [0]) > 1 else []
+                group = "-".join([entry["method"], dataset, budget.label] + ([entry["tag"]] if entry.get("tag") else []))
+                suffix = f"-seed{seed}" if len(entry.get("seeds") or [0]) > 1 else ""
                 cases.append(Case(
-                    case_id="-".join(parts), tier=tier.name, method=entry["method"], dataset=dataset,
+                    case_id=group + suffix, tier=tier.name, method=entry["method"], dataset=dataset,
                     model=entry.get("model", "reference"),
                     model_kwargs=entry.get("model_kwargs", {}),
-                    teacher=ds_cfg.get("teacher"), budget=budget_cfg, settings=entry.get("settings", {}),
+                    teacher=entry.get("teacher", ds_cfg.get("teacher")), budget=budget_cfg,
+                    settings=entry.get("settings", {}),
                     recipe={**ds_cfg.get("recipe", {}), **entry.get("recipe", {})},
-                    subset=ds_cfg.get("subset"), seed=seed))
+                    subset=ds_cfg.get("subset"), seed=seed, study=entry.get("study"), group_id=group))
     return cases
 
 
 def select(cases: list[Case], pattern: str | None) -> list[Case]:
     """Cases whose id matches a shell-style pattern (all when pattern is None)."""
     return cases if not pattern else [c for c in cases if fnmatch.fnmatch(c.case_id, pattern)]
+
+
+def shard(cases: list[Case], spec: str | None) -> list[Case]:
+    """The cases of shard ``i/n`` (1-based): assigned by a hash of the case id, so a case keeps its
+    shard whatever else the tier holds, and every case is in exactly one shard."""
+    if not spec:
+        return cases
+    try:
+        index, count = (int(part) for part in spec.split("/"))
+        if not 1 <= index <= count:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"shard {spec!r} is not i/n with 1 <= i <= n; fix: e.g. --shard 2/4") from None
+    return [c for c in cases if int(hashlib.md5(c.case_id.encode()).hexdigest(), 16) % count == index - 1]

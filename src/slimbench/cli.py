@@ -56,6 +56,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_compress(args: argparse.Namespace) -> int:
+    """Train/compress a tier's cases into the case cache without measuring (e.g. on a GPU machine;
+    a later `slimbench run` on the target machine reuses the models and measures them there)."""
+    import os
+
+    from . import harness
+    from .cases import expand_cases, select, shard
+    from .methods import METHODS
+
+    if args.device:
+        os.environ["SLIMBENCH_DEVICE"] = args.device
+    cases = shard(select(expand_cases(args.tier), args.case), args.shard)
+    if not cases:
+        raise SlimbenchError(f"no case of tier {args.tier} matches {args.case!r} (shard {args.shard}); "
+                             f"fix: see `slimbench list cases --tier {args.tier}`")
+    failed = []
+    for case in cases:
+        if not METHODS.get(case.method).cacheable:
+            print(f"{case.case_id}: skipped ({case.method} results are not cacheable; `slimbench run` makes them)")
+            continue
+        try:
+            outcome = harness.compress_case(case)
+        except SlimbenchError as exc:  # one broken case must not stop a batch: report it, go on
+            print(f"{case.case_id}: FAILED: {exc}", file=sys.stderr, flush=True)
+            failed.append(case.case_id)
+            continue
+        q = outcome.quality
+        print(f"{case.case_id}: top-1 {q['top1']:.2f}% (val {q['val_top1']:.2f}%), {q['train_seconds']} s on "
+              f"{q.get('trained_on')}{' [cached]' if outcome.cache_hit else ''}", flush=True)
+    if failed:
+        print(f"slimbench: {len(failed)} case(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def report(tier: str, json_path: Path) -> None:
     from . import leaderboard
     from .cases import expand_cases
@@ -99,6 +133,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 def cmd_teacher(args: argparse.Namespace) -> None:
     from .teachers import train_teacher
 
+    import os
+
+    if args.device:
+        os.environ["SLIMBENCH_DEVICE"] = args.device
     meta = train_teacher(args.name)
     shipped = f", as shipped {meta['top1_as_shipped']}%" if "top1_as_shipped" in meta else ""
     print(f"{args.name}: test top-1 {meta['top1']}% (val {meta['val_top1']}%){shipped}, "
@@ -134,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="only write the benchmark JSON")
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments after --")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("compress", help="train/compress a tier's cases into the cache, no measuring")
+    p.add_argument("--tier", required=True)
+    p.add_argument("--case", default=None, help="shell-style pattern over case ids")
+    p.add_argument("--shard", default=None, help="i/n: only the i-th of n stable shards of the cases")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: $SLIMBENCH_DEVICE or cpu)")
+    p.set_defaults(func=cmd_compress)
     p = sub.add_parser("report", help="rebuild a tier's leaderboard from a benchmark JSON")
     p.add_argument("--tier", required=True)
     p.add_argument("--from", dest="source", default=None, help="default: results/<tier>/benchmark.json")
@@ -147,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
     p = sub.add_parser("teacher", help="train or fine-tune a teacher declared in params.yaml")
     p.add_argument("name")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: $SLIMBENCH_DEVICE or cpu)")
     p.set_defaults(func=cmd_teacher)
     p = sub.add_parser("teachers", help="write results/TEACHERS.md from the teachers' metadata")
     p.set_defaults(func=cmd_teachers)
@@ -156,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "run":
+        if args.command in ("run", "compress"):
             from .cases import load_tier
 
             load_tier(args.tier)  # unknown tiers fail before pytest starts

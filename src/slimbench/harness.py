@@ -29,7 +29,7 @@ from .errors import ConfigError
 from .methods import METHODS, Context
 from .models import build_model_for
 from .teachers import load_teacher
-from .training import Recipe, evaluate, normalize
+from .training import Recipe, evaluate, normalize, trained_on
 
 
 @dataclass
@@ -61,8 +61,14 @@ def code_md5() -> str:
 
 
 def cache_key(case: Case, data_md5: str, teacher_md5: str | None) -> str:
-    text = json.dumps([case.config_hash(), data_md5, teacher_md5, code_md5(), torch.__version__])
+    """Identifies a compressed model by its inputs: case config, data, teacher and code.
+
+    Not by device or torch build: a model trained on a GPU machine (`slimbench compress`) serves
+    a CPU run, and the row says where it was trained (``trained_on``).
+    """
+    text = json.dumps([case.config_hash(), data_md5, teacher_md5, code_md5()])
     return hashlib.md5(text.encode()).hexdigest()
+
 
 
 def _builder(case: Case, data: DataSplits, reference_meta: dict[str, Any]):
@@ -84,23 +90,29 @@ def compress_case(case: Case, paths: Paths | None = None) -> Outcome:
         raise ConfigError(f"case {case.case_id}: dataset {case.dataset} has no `teacher:` in tier {case.tier}; "
                           "fix: name a teacher from params.yaml `teachers`")
     reference, reference_meta = load_teacher(case.teacher, paths)
-    key_dir = paths.cache / case.tier / case.case_id / cache_key(case, data.data_md5, reference_meta["md5"])
+    if reference_meta.get("dataset", case.dataset) != case.dataset:
+        raise ConfigError(f"case {case.case_id}: teacher {case.teacher} was trained on {reference_meta['dataset']}, "
+                          f"not {case.dataset}; fix: name a {case.dataset} teacher")
+    key = cache_key(case, data.data_md5, reference_meta["md5"])
+    key_dir = paths.cache / case.tier / case.case_id / key
     cached = _load_cached(key_dir) if method.cacheable else None
     if cached is not None:
         return Outcome(cached[0], reference, reference_meta, data, cached[1], cache_hit=True)
     build = _builder(case, data, reference_meta)
     given = reference if case.model == "reference" else build()
+    resume_dir = key_dir.parent / f".resume-{key}" if method.cacheable else None
     ctx = Context(data=data, teacher=reference, recipe=replace(Recipe.from_dict(case.recipe), seed=case.seed),
-                  settings=dict(case.settings), build_model=build, seed=case.seed)
+                  settings=dict(case.settings), build_model=build, seed=case.seed, resume_dir=resume_dir)
     torch.manual_seed(case.seed)
     start = time.perf_counter()
     model = method(given, budget, ctx).eval()
     seconds = time.perf_counter() - start
     quality = {"top1": evaluate(model, data.test, data), "val_top1": evaluate(model, data.val, data),
                "reference_top1": evaluate(reference, data.test, data), "train_seconds": round(seconds, 2),
-               "method_log": ctx.log}
+               "trained_on": trained_on(), "method_log": ctx.log}
     if method.cacheable:
         _store(key_dir, model, quality)
+        shutil.rmtree(resume_dir, ignore_errors=True)
     return Outcome(model, reference, reference_meta, data, quality, cache_hit=False)
 
 
@@ -173,6 +185,7 @@ def measure(case: Case, outcome: Outcome, tier: Tier, latency_ms: float | None =
         "latency_ms": round(latency_ms if latency_ms is not None else own_ms, 4),
         "latency_ms_batch": round(own_batch_ms, 4), "speedup": round(ref_ms / own_ms, 3),
         "seed": case.seed, "train_seconds": q["train_seconds"],
+        "study": case.study, "group_id": case.group_id, "trained_on": q.get("trained_on", "cpu"),
         # keys beyond the contract
         "tier": case.tier, "num_classes": data.num_classes, "weight_bits": metrics.weight_bits(model), "batch_size": tier.batch_size,
         "threads": torch.get_num_threads(), "reference_latency_ms": round(ref_ms, 4),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -65,11 +66,37 @@ def update(results_dir: Path, tier: str, new_rows: list[dict[str, Any]], valid_i
     if threads:  # the rows were timed with the tier's threads, not this process's
         env["threads"] = threads[0] if len(threads) == 1 else threads
     board = {"tier": tier, "commit": env["commit"], "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-             "environment": env, "rows": rows}
+             "environment": env, "rows": rows, "summary": summarize(rows)}
     write_json(results_dir / "leaderboard.json", board)
     write_text(results_dir / "leaderboard.csv", render_csv(rows))
     write_text(results_dir / "LEADERBOARD.md", render_markdown(board))
     return board
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per study group: top-1 mean and sample standard deviation over its seeds."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("study"):
+            groups.setdefault(row["group_id"], []).append(row)
+    summary = []
+    for group_id, members in groups.items():
+        first, top1 = members[0], [r["top1"] for r in members]
+        summary.append({
+            "group_id": group_id, "study": first["study"],
+            **{k: first.get(k) for k in ("method", "family", "dataset", "model", "teacher", "budget_kind",
+                                         "budget_value", "reference_top1", "settings", "recipe", "trained_on")},
+            "budget_met": all(r["budget_met"] for r in members),
+            "top1": round(statistics.mean(top1), 2),
+            "top1_std": round(statistics.stdev(top1), 2) if len(top1) > 1 else None,
+            "seeds": sorted(r["seed"] for r in members), "top1_per_seed": top1,
+            "val_top1": round(statistics.mean(r["val_top1"] for r in members), 2),
+            **{k: max(r[k] for r in members) for k in ("params", "nonzero_params", "size_bytes", "macs")},
+            **{k: round(statistics.median(r[k] for r in members), 4)
+               for k in ("latency_ms", "latency_ms_batch", "speedup", "speedup_batch") if k in first},
+            "train_seconds": round(statistics.mean(r["train_seconds"] for r in members), 1),
+        })
+    return summary
 
 
 def render_csv(rows: list[dict[str, Any]]) -> str:
@@ -94,6 +121,27 @@ def render_markdown(board: dict[str, Any]) -> str:
         rows = [r for r in board["rows"] if r["dataset"] == dataset]
         rows.sort(key=lambda r: (r["budget_kind"], r["budget_value"], -r["top1"]))
         lines += [f"## {dataset}", "", _table(rows, MD_COLUMNS), ""]
+    if board.get("summary"):
+        lines += ["# Studies", "", "Mean top-1 over the listed seeds, ± the sample standard deviation; cost columns "
+                  "are the seeds' maximum (size) or median (latency).", "", render_studies(board["summary"])]
+    return "\n".join(lines)
+
+
+STUDY_COLUMNS = (("group_id", "case group"), ("model", "student / model"), ("teacher", "teacher"),
+                 ("reference_top1", "teacher top-1 (%)"), ("top1_text", "top-1 (%)"), ("seeds_text", "seeds"),
+                 ("params", "params"), ("size_bytes", "size (bytes)"), ("macs", "MACs"),
+                 ("latency_ms", "latency b1 (ms)"), ("latency_ms_batch", "latency batch (ms)"),
+                 ("budget_met", "budget met"), ("train_seconds", "train (s)"))
+
+
+def render_studies(summary: list[dict[str, Any]], heading: str = "##") -> str:
+    """One Markdown table per study, best mean top-1 first."""
+    lines = []
+    for study in sorted({r["study"] for r in summary}):
+        rows = sorted((r for r in summary if r["study"] == study), key=lambda r: -r["top1"])
+        shown = [{**r, "top1_text": f"{r['top1']:.2f}" + (f" ± {r['top1_std']:.2f}" if r["top1_std"] is not None else ""),
+                  "seeds_text": ",".join(map(str, r["seeds"]))} for r in rows]
+        lines += [f"{heading} {study}", "", _table(shown, STUDY_COLUMNS), ""]
     return "\n".join(lines)
 
 
@@ -145,15 +193,23 @@ EXCERPT_COLUMNS = (("dataset", "dataset"), ("case_id", "case"), ("family", "fami
 
 
 def update_readme_excerpt(readme: Path, board: dict[str, Any], datasets: list[str]) -> None:
-    """Replace the README block between the tier's excerpt markers with rows of ``datasets``."""
+    """Replace the README block between the tier's excerpt markers with rows of ``datasets`` and,
+    where the README has the tier's studies markers, the block between them with the study tables."""
     text = readme.read_text()
     start, end = excerpt_markers(board["tier"])
     if start not in text or end not in text:
         raise ConfigError(f"{readme} lacks the {start} ... {end} markers; fix: add them")
-    rows = [r for r in board["rows"] if r["dataset"] in datasets]
+    rows = [r for r in board["rows"] if r["dataset"] in datasets and not r.get("study")]
     batch = rows[0].get("batch_size", "-") if rows else "-"
-    block = (f"{start}\n_{board['tier']} tier, commit `{str(board['commit'])[:10]}`, {board['environment']['cpu']}, "
-             f"{board['created']}; batch {batch}; generated by `slimbench readme --tier {board['tier']}`._\n\n"
-             f"{_table(rows, EXCERPT_COLUMNS)}\n{end}")
+    stamp = (f"_{board['tier']} tier, commit `{str(board['commit'])[:10]}`, {board['environment']['cpu']}, "
+             f"{board['created']}; batch {batch}; generated by `slimbench readme --tier {board['tier']}`._")
+    text = _replace_between(text, start, end, f"{stamp}\n\n{_table(rows, EXCERPT_COLUMNS)}")
+    s_start, s_end = f"<!-- studies:{board['tier']}:start -->", f"<!-- studies:{board['tier']}:end -->"
+    if s_start in text and s_end in text:
+        text = _replace_between(text, s_start, s_end, f"{stamp}\n\n{render_studies(board.get('summary', []), '####')}")
+    write_text(readme, text)
+
+
+def _replace_between(text: str, start: str, end: str, block: str) -> str:
     head, rest = text.split(start, 1)
-    write_text(readme, head + block + rest.split(end, 1)[1])
+    return f"{head}{start}\n{block}\n{end}{rest.split(end, 1)[1]}"

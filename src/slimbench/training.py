@@ -2,11 +2,14 @@
 
 Images stay uint8 in memory; batches are normalised (and augmented) on the fly. Model selection
 uses the validation split only: `fit` keeps the weights of the best validation epoch.
+Training and evaluation run on ``device()`` ($SLIMBENCH_DEVICE, default cpu); models are handed
+back on the CPU, where every cost metric is measured.
 """
 
 from __future__ import annotations
 
-import copy
+import os
+import platform
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -21,7 +24,28 @@ from .datasets import DataSplits, ImageSet
 from .errors import ConfigError
 from .fileio import atomic_torch_save
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, x, y) -> loss
+# (logits, x, y, idx) -> loss; idx are the batch's positions in the train split
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+EpochHook = Callable[[int, int], None]  # (epoch about to start, 1-based; total epochs)
+
+
+def device() -> torch.device:
+    """Where training and evaluation run: $SLIMBENCH_DEVICE (cpu, cuda, cuda:1, ...), default cpu."""
+    name = os.environ.get("SLIMBENCH_DEVICE", "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"SLIMBENCH_DEVICE={name!r} is not a device; fix: use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"SLIMBENCH_DEVICE={name} but torch sees no CUDA device; fix: unset it or use cpu")
+    return dev
+
+
+def trained_on() -> str:
+    """The device and torch build training ran on, for rows and teacher metadata."""
+    dev = device()
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
+    return f"{dev.type} ({name}), torch {torch.__version__}"
 
 
 @dataclass
@@ -60,8 +84,8 @@ class FitResult:
 
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 [N,C,H,W] -> float, scaled to [0,1] and standardised per channel."""
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
+    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
     return (images.float() / 255.0 - m) / s
 
 
@@ -71,33 +95,49 @@ def augment_batch(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Ten
         return x
     if mode not in ("crop", "crop_flip"):
         raise ConfigError(f"unknown augment {mode!r}; valid: none, crop, crop_flip")
-    n, _, h, w = x.shape
+    n, c, h, w = x.shape
     pad = max(1, h // 8)
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # one gather, no per-image loop
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    out = padded[torch.arange(n, device=x.device)[:, None, None, None],
+                 torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
     if mode == "crop_flip":
-        flip = torch.rand(n, generator=gen) < 0.5
+        flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
         out[flip] = out[flip].flip(-1)
     return out
 
 
 def iterate(part: ImageSet, data: DataSplits, batch_size: int, *, shuffle: bool = False,
-            augment: str = "none", gen: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(normalised float images, labels) batches of ``part``."""
+            augment: str = "none", gen: torch.Generator | None = None,
+            to: torch.device | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(normalised float images, labels, positions in ``part``) batches, on device ``to`` (default cpu)."""
     order = torch.randperm(len(part), generator=gen) if shuffle else torch.arange(len(part))
     for start in range(0, len(part), batch_size):
         idx = order[start:start + batch_size]
-        x = normalize(part.images[idx], data.mean, data.std)
-        yield augment_batch(x, augment, gen) if gen is not None else x, part.labels[idx]
+        x = normalize(part.images[idx].to(to or "cpu", non_blocking=True), data.mean, data.std)
+        y = part.labels[idx].to(to or "cpu", non_blocking=True)
+        yield (augment_batch(x, augment, gen) if gen is not None else x), y, idx
+
+
+def runs_on_cpu_only(model: nn.Module) -> bool:
+    """torch.ao quantized modules have CPU kernels only."""
+    return any(".quantized" in type(m).__module__ for m in model.modules())
 
 
 @torch.inference_mode()
 def predict(model: nn.Module, part: ImageSet, data: DataSplits, batch_size: int = 512) -> torch.Tensor:
-    """Logits of ``model`` on every item of ``part``, in order."""
+    """Logits (on the CPU) of ``model`` on every item of ``part``, in order; runs on ``device()``."""
     model.eval()
-    return torch.cat([model(x) for x, _ in iterate(part, data, batch_size)])
+    dev = device() if not runs_on_cpu_only(model) else torch.device("cpu")
+    home = next(model.parameters()).device if any(True for _ in model.parameters()) else dev
+    model.to(dev)
+    try:
+        return torch.cat([model(x).float().cpu() for x, _, _ in iterate(part, data, batch_size, to=dev)])
+    finally:
+        model.to(home)
 
 
 def evaluate(model: nn.Module, part: ImageSet, data: DataSplits, batch_size: int = 512) -> float:
@@ -120,38 +160,41 @@ def train_one_epoch(model: nn.Module, data: DataSplits, recipe: Recipe, optimize
                     desc: str = "") -> float:
     """One pass over the train split; returns the mean loss."""
     model.train()
-    total, count = 0.0, 0
+    dev = device()
+    total, count = torch.zeros((), device=dev), 0
     steps = (len(data.train) + recipe.batch_size - 1) // recipe.batch_size
-    bar = tqdm(iterate(data.train, data, recipe.batch_size, shuffle=True, augment=recipe.augment, gen=gen),
+    bar = tqdm(iterate(data.train, data, recipe.batch_size, shuffle=True, augment=recipe.augment, gen=gen, to=dev),
                total=steps, desc=desc, leave=False, mininterval=5, disable=None)
-    for x, y in bar:
+    for step, (x, y, idx) in enumerate(bar):
         x = x.contiguous(memory_format=torch.channels_last)
-        loss = loss_fn(model(x), x, y)
+        loss = loss_fn(model(x), x, y, idx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        total += loss.item() * len(y)
+        total += loss.detach() * len(y)  # summed on the device: no host sync per step
         count += len(y)
-        bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
-    return total / max(count, 1)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{total.item() / count:.4f}", refresh=False)
+    return total.item() / max(count, 1)
 
 
 def cross_entropy_loss(recipe: Recipe) -> LossFn:
-    return lambda logits, x, y: F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+    return lambda logits, x, y, idx: F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
 
 
 def fit(model: nn.Module, data: DataSplits, recipe: Recipe, loss_fn: LossFn | None = None,
-        resume_path: Path | None = None, desc: str = "train") -> FitResult:
-    """Train ``model`` in place for ``recipe.epochs``; keep the best-validation weights.
+        resume_path: Path | None = None, desc: str = "train", on_epoch: EpochHook | None = None) -> FitResult:
+    """Train ``model`` in place for ``recipe.epochs`` on ``device()``; keep the best-validation weights.
 
-    With ``resume_path``, state is saved atomically after every epoch and a rerun resumes from
-    the last finished epoch; the file is removed when training completes.
+    ``on_epoch(epoch, epochs)`` runs before each epoch (loss-weight schedules). With
+    ``resume_path``, state is saved atomically after every epoch and a rerun resumes from the
+    last finished epoch; the file is removed when training completes. The model ends on the CPU.
     """
     torch.manual_seed(recipe.seed)
     gen = torch.Generator().manual_seed(recipe.seed)
     loss_fn = loss_fn or cross_entropy_loss(recipe)
-    model.to(memory_format=torch.channels_last)
+    model.to(device(), memory_format=torch.channels_last)
     optimizer = make_optimizer(model, recipe)
     steps = max(1, recipe.epochs * ((len(data.train) + recipe.batch_size - 1) // recipe.batch_size))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=steps,
@@ -161,6 +204,8 @@ def fit(model: nn.Module, data: DataSplits, recipe: Recipe, loss_fn: LossFn | No
         state = _load_resume(resume_path, model, optimizer, scheduler, gen)
     for epoch in range(state["epoch"] + 1, recipe.epochs + 1):
         start = time.perf_counter()
+        if on_epoch is not None:
+            on_epoch(epoch, recipe.epochs)
         loss = train_one_epoch(model, data, recipe, optimizer, scheduler, loss_fn, gen,
                                desc=f"{desc} {epoch}/{recipe.epochs}")
         val = evaluate(model, data.val, data)
@@ -168,13 +213,14 @@ def fit(model: nn.Module, data: DataSplits, recipe: Recipe, loss_fn: LossFn | No
         state["history"].append({"epoch": epoch, "loss": round(loss, 5), "val_top1": round(val, 3)})
         tqdm.write(f"[{desc}] epoch {epoch}/{recipe.epochs} loss {loss:.4f} val_top1 {val:.2f}%")
         if val > state["best_val"]:
-            state.update(best_val=val, best_epoch=epoch, best_state=copy.deepcopy(model.state_dict()))
+            state.update(best_val=val, best_epoch=epoch,
+                         best_state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
         state["epoch"] = epoch
         if resume_path is not None:
             _save_resume(resume_path, state, model, optimizer, scheduler, gen)
+    model.to("cpu", memory_format=torch.contiguous_format)
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
-    model.to(memory_format=torch.contiguous_format)
     if resume_path is not None:
         resume_path.unlink(missing_ok=True)
     return FitResult(state["best_val"], state["best_epoch"], state["seconds"], state["history"])
@@ -189,11 +235,11 @@ def _save_resume(path: Path, state: dict, model: nn.Module, optimizer: torch.opt
 
 def _load_resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator) -> dict:
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = torch.load(path, map_location=device(), weights_only=False)
     model.load_state_dict(blob.pop("model"))
     optimizer.load_state_dict(blob.pop("optimizer"))
     scheduler.load_state_dict(blob.pop("scheduler"))
-    gen.set_state(blob.pop("gen"))
-    torch.set_rng_state(blob.pop("torch_rng"))
+    gen.set_state(blob.pop("gen").cpu())
+    torch.set_rng_state(blob.pop("torch_rng").cpu())
     tqdm.write(f"resuming from {path} after epoch {blob['epoch']}")
     return blob

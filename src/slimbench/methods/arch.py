@@ -12,7 +12,10 @@ from ..training import fit
 from .base import Context, Method, register
 
 
-def width_for_budget(build: Callable[[float], nn.Module], max_params: float, lo: float = 0.05,
+MIN_WIDTH = 0.05
+
+
+def width_for_budget(build: Callable[[float], nn.Module], max_params: float, lo: float = MIN_WIDTH,
                      hi: float = 8.0, steps: int = 30) -> float | None:
     """Largest width multiplier whose model has at most ``max_params`` parameters (bisection).
 
@@ -28,22 +31,45 @@ def width_for_budget(build: Callable[[float], nn.Module], max_params: float, lo:
     return lo
 
 
-@register
-class DepthwiseSeparable(Method):
-    """Depthwise-separable variant of the case's model, widest that fits the params budget,
-    trained from scratch with cross-entropy."""
+class CompactConv(Method):
+    """The case's model rebuilt with ``conv`` convolutions, widest that fits the params budget,
+    trained from scratch with cross-entropy. Over budget even at the narrowest width, the
+    narrowest model is trained and its row says budget_met=false."""
 
-    name = "arch_dwsep"
     family = "arch"
     budget_kinds = ("params",)
-    conv = "dwsep"
+    conv: str
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
-        width = width_for_budget(lambda w: ctx.build_model(conv=self.conv, width=w), budget.value)
-        if width is None:  # report budget_met=false with the narrowest model instead of crashing
-            width = 0.05
-        ctx.log.update(width=round(width, 4))
-        student = ctx.build_model(conv=self.conv, width=width)
-        result = fit(student, ctx.data, ctx.recipe, desc=self.name)
+        kwargs = {"conv": self.conv, **({"groups": int(ctx.setting("groups", 2))} if self.conv == "group" else {})}
+        width = width_for_budget(lambda w: ctx.build_model(width=w, **kwargs), budget.value)
+        ctx.log.update(width=round(width or MIN_WIDTH, 4), fits_budget=width is not None)
+        student = ctx.build_model(width=width or MIN_WIDTH, **kwargs)
+        result = fit(student, ctx.data, ctx.recipe, desc=self.name, resume_path=ctx.resume_path(self.name))
         ctx.log.update(best_epoch=result.best_epoch)
         return student
+
+
+@register
+class StandardConv(CompactConv):
+    """Dense convolutions, only the width scaled to the budget: the reference point of the family."""
+
+    name = "arch_standard"
+    conv = "standard"
+
+
+@register
+class DepthwiseSeparable(CompactConv):
+    """Depthwise 3x3 + pointwise 1x1 in place of every dense conv after the stem."""
+
+    name = "arch_dwsep"
+    conv = "dwsep"
+
+
+@register
+class GroupConv(CompactConv):
+    """Grouped convolutions (``groups`` setting) in place of every dense conv after the stem."""
+
+    name = "arch_group"
+    conv = "group"
+    settings = {"groups": 2}

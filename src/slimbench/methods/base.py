@@ -6,6 +6,7 @@ import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import nn
@@ -30,6 +31,7 @@ class Context:
         settings: method-specific settings from the case (temperature, calibration size, ...).
         build_model: builds the case's architecture with keyword overrides (width, conv...).
         seed: the case's seed.
+        resume_dir: where training state is saved after every epoch (None: no resuming).
     """
 
     data: DataSplits
@@ -39,9 +41,14 @@ class Context:
     build_model: Callable[..., nn.Module]
     seed: int = 0
     log: dict[str, Any] = field(default_factory=dict)  # method notes that end up in the row
+    resume_dir: Path | None = None
 
     def setting(self, key: str, default: Any) -> Any:
         return self.settings.get(key, default)
+
+    def resume_path(self, tag: str) -> Path | None:
+        """Per-epoch training state file of one training run of the method (``fit(resume_path=...)``)."""
+        return None if self.resume_dir is None else self.resume_dir / f"{tag}.pt"
 
 
 class Method(ABC):

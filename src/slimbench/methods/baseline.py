@@ -30,6 +30,6 @@ class Scratch(Method):
     budget_kinds = ("none", "params")
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
-        result = fit(model, ctx.data, ctx.recipe, desc=self.name)
+        result = fit(model, ctx.data, ctx.recipe, desc=self.name, resume_path=ctx.resume_path(self.name))
         ctx.log.update(best_epoch=result.best_epoch)
         return model

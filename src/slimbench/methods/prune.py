@@ -40,6 +40,7 @@ class GlobalMagnitude(Method):
                                   amount=float(budget.value))
         epochs = int(ctx.setting("finetune_epochs", 0))
         if epochs > 0:  # masks stay attached during fine-tuning, so pruned weights stay zero
-            result = fit(model, ctx.data, dataclasses.replace(ctx.recipe, epochs=epochs), desc=self.name)
+            result = fit(model, ctx.data, dataclasses.replace(ctx.recipe, epochs=epochs), desc=self.name,
+                         resume_path=ctx.resume_path(self.name))
             ctx.log.update(best_epoch=result.best_epoch)
         return make_permanent(model)

@@ -44,7 +44,7 @@ def calibrate(prepared: nn.Module, ctx: Context, size: int) -> None:
     gen = torch.Generator().manual_seed(ctx.seed)
     batches = iterate(ctx.data.train, ctx.data, 256, shuffle=True, gen=gen)
     seen = 0
-    for x, _ in itertools.takewhile(lambda _: seen < size, batches):
+    for x, _, _ in itertools.takewhile(lambda _: seen < size, batches):
         x = x[: size - seen]
         prepared(x)
         seen += len(x)

@@ -27,7 +27,7 @@ def _register_cifar_resnet(depth: int) -> None:
     MODELS.register(f"cifar_resnet{depth}")(lambda **kw: CifarResNet(depth, **kw))
 
 
-for _depth in (20, 32, 44, 56):
+for _depth in (8, 20, 32, 44, 56):
     _register_cifar_resnet(_depth)
 
 
