@@ -8,12 +8,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slimbench import harness
+from slimbench import harness, harness_cache
 from slimbench.cases import Case, load_tier, select
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--case", default=None, help="shell-style pattern over case ids, e.g. 'kd_*-digits-*'")
+    parser.addoption("--cached-only", action="store_true",
+                     help="skip cases whose compressed model is not in the case cache (measure what "
+                          "`slimbench compress` made, e.g. on a GPU machine)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -26,10 +29,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def run_case(benchmark):
+def run_case(benchmark, request):
     """Compress (or load from cache), time inference with the benchmark fixture, record the row."""
 
     def run(case: Case) -> dict:
+        if request.config.getoption("--cached-only") and not harness_cache.is_cached(case):
+            pytest.skip("not in the case cache; make it with `slimbench compress` or run without --cached-only")
         tier = load_tier(case.tier)
         torch.set_num_threads(tier.threads)
         outcome = harness.compress_case(case)

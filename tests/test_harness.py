@@ -147,13 +147,15 @@ def test_readme_excerpt_is_replaced_between_markers(project, tmp_path):
         leaderboard.update_readme_excerpt(readme, board, ["digits"])
 
 
-def test_code_md5_covers_the_model_sources():
+def test_code_md5_covers_the_core_and_the_method_module():
     from pathlib import Path
 
     package = Path(harness.__file__).parent
-    for entry in harness.MODEL_SOURCES:
+    for entry in harness.CORE_SOURCES:
         assert (package / entry).exists(), entry
-    assert len(harness.code_md5()) == 32
+    assert harness.code_md5("kd_logits") == harness.code_md5("kd_hint")  # same module, distill.py
+    assert harness.code_md5("kd_logits") != harness.code_md5("lowrank_svd")
+    assert harness.code_md5("kd_logits") == harness.sources_md5(harness.CORE_SOURCES + ("methods/distill.py",))
 
 
 def test_quantized_models_are_recomputed_not_cached(project):

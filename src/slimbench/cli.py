@@ -47,6 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     argv = [str(paths.root / "benchmarks"), "-m", args.tier, f"--benchmark-json={json_path}",
             "--benchmark-columns=median,iqr,rounds", "-p", "no:cacheprovider"]
     argv += ["--case", args.case] if args.case else []
+    argv += ["--cached-only"] if args.cached_only else []
     status = int(pytest.main(argv + args.pytest_args))
     if status != 0:  # a failed case's row must not reach the leaderboard
         print(f"slimbench: pytest exited with {status}; leaderboard of tier {args.tier} left unchanged",
@@ -170,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--case", default=None, help="shell-style pattern over case ids")
     p.add_argument("--benchmark-json", default=None, help="default: results/<tier>/benchmark.json")
     p.add_argument("--no-report", action="store_true", help="only write the benchmark JSON")
+    p.add_argument("--cached-only", action="store_true",
+                   help="measure only cases whose model is cached (made by `slimbench compress`); skip the rest")
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments after --")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("compress", help="train/compress a tier's cases into the cache, no measuring")

@@ -7,6 +7,7 @@ latency) are measured fresh in every run so that ratios compare models timed in 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -44,20 +45,28 @@ class Outcome:
     cache_hit: bool
 
 
-# The sources that decide a compressed model and its quality numbers. Reporting, CLI and
-# metric code are left out: cost metrics are measured afresh in every run anyway.
-MODEL_SOURCES = ("methods", "models", "datasets", "training.py", "budgets.py", "harness.py", "teachers.py")
+# The sources that decide any compressed model; a case's key adds its method's own module, so
+# editing one method invalidates that method's cached models only. Bump CACHE_FORMAT when this
+# file changes what a cache entry holds or how its quality numbers are measured.
+CORE_SOURCES = ("training.py", "budgets.py", "metrics.py", "datasets", "models", "methods/base.py")
+CACHE_FORMAT = 1
 
 
-@lru_cache(maxsize=1)
-def code_md5() -> str:
-    """md5 over the sources that decide a compressed model: changing them invalidates the cache."""
+def sources_md5(entries: tuple[str, ...]) -> str:
+    """md5 over the named package files and folders (*.py)."""
     package = Path(__file__).parent
     digest = hashlib.md5()
-    for entry in MODEL_SOURCES:
+    for entry in entries:
         for path in sorted((package / entry).rglob("*.py")) if (package / entry).is_dir() else [package / entry]:
             digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+@lru_cache(maxsize=None)
+def code_md5(method: str) -> str:
+    """md5 over the core sources and the module defining ``method``."""
+    module = Path(inspect.getsourcefile(type(METHODS.get(method))))
+    return sources_md5(CORE_SOURCES + (str(module.relative_to(Path(__file__).parent)),))
 
 
 def cache_key(case: Case, data_md5: str, teacher_md5: str | None) -> str:
@@ -66,7 +75,7 @@ def cache_key(case: Case, data_md5: str, teacher_md5: str | None) -> str:
     Not by device or torch build: a model trained on a GPU machine (`slimbench compress`) serves
     a CPU run, and the row says where it was trained (``trained_on``).
     """
-    text = json.dumps([case.config_hash(), data_md5, teacher_md5, code_md5()])
+    text = json.dumps([case.config_hash(), data_md5, teacher_md5, code_md5(case.method), CACHE_FORMAT])
     return hashlib.md5(text.encode()).hexdigest()
 
 
