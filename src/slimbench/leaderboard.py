@@ -164,7 +164,7 @@ def _fmt(value: Any) -> Any:
 TEACHER_COLUMNS = (("name", "teacher"), ("dataset", "dataset"), ("architecture", "architecture"),
                    ("params", "params"), ("top1_as_shipped", "test top-1 as shipped (%)"),
                    ("top1", "test top-1 (%)"), ("val_top1", "val top-1 (%)"), ("train_seconds", "train (s)"),
-                   ("recipe_text", "recipe"), ("source", "source"))
+                   ("trained_on", "trained on"), ("recipe_text", "recipe"), ("source", "source"))
 
 
 def render_teachers(metas: list[dict[str, Any]]) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +94,9 @@ def train_teacher(name: str, paths: Paths | None = None) -> dict[str, Any]:
         model = build_model_for(spec["model"], data, spec.get("model_kwargs"))
         meta["source"] = f"trained from scratch by slimbench on {spec['dataset']} train split"
     paths.teachers.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
     result = fit(model, data, recipe, resume_path=paths.teachers / f".{name}.resume.pt", desc=name)
-    meta.update(train_seconds=round(time.perf_counter() - start, 1), best_epoch=result.best_epoch,
+    # fit's own clock: the epochs of every run that contributed, an interrupted one included
+    meta.update(train_seconds=round(result.seconds, 1), best_epoch=result.best_epoch,
                 history=result.history, val_top1=round(evaluate(model, data.val, data), 2),
                 top1=round(evaluate(model, data.test, data), 2), params=count_params(model),
                 data_md5=data.data_md5, torch_version=str(torch.__version__), trained_on=trained_on())
