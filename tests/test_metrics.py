@@ -1,7 +1,9 @@
+import copy
 import io
 
 import pytest
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from slimbench import metrics
@@ -57,3 +59,16 @@ def test_paired_latency_returns_one_median_per_model():
     a, b = metrics.paired_latency_ms(first, second, torch.randn(1, 4), rounds=3, warmup=1)
     assert a > 0 and b > 0
     assert calls == ["first", "second"] * 4  # alternated, warm-up included
+
+
+def test_zipped_size_shrinks_with_zeros_and_per_layer_counts_differences():
+    from slimbench.metrics import per_layer_params, zipped_size_bytes
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+    sparse = copy.deepcopy(dense)
+    with torch.no_grad():
+        sparse[0].weight[:, :48].zero_()
+    assert zipped_size_bytes(sparse) < 0.6 * zipped_size_bytes(dense)
+    rows = per_layer_params(dense, sparse)
+    assert rows[0] == {"module": "0", "before": 4096, "after": 1024, "difference": -3072}
+    assert rows[1]["difference"] == 0

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .errors import BudgetError
 
-BUDGET_KINDS = ("params", "sparsity", "bytes", "bits", "speedup", "none")
+BUDGET_KINDS = ("params", "sparsity", "bytes", "bits", "speedup", "macs_speedup", "none")
 SPARSITY_TOLERANCE = 1e-3  # global magnitude pruning can land a few weights off on ties
 
 
@@ -53,6 +53,8 @@ class Budget:
             return f"sparsity{round(v * 100):g}"
         if self.kind == "speedup":
             return f"speedup{v:g}x"
+        if self.kind == "macs_speedup":
+            return f"macs{v:g}x"
         if self.kind in ("params", "bytes") and v % 1000 == 0:
             return f"{self.kind}{v / 1e6:g}m" if v % 1e5 == 0 and v >= 1e6 else f"{self.kind}{v / 1e3:g}k"
         return f"{self.kind}{v:g}"
@@ -69,4 +71,6 @@ class Budget:
             return measured["size_bytes"] <= self.value
         if self.kind == "bits":
             return measured["weight_bits"] <= self.value
+        if self.kind == "macs_speedup":
+            return measured["reference_macs"] / measured["macs"] >= self.value
         return measured["speedup"] >= self.value

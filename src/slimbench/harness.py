@@ -204,6 +204,10 @@ def measure(case: Case, outcome: Outcome, tier: Tier, latency_ms: float | None =
         "reference_params": metrics.count_params(reference), "reference_size_bytes": metrics.size_bytes(reference),
         "reference_macs": metrics.count_macs(reference, one), "subset": case.subset, "settings": case.settings,
         "recipe": case.recipe, "method_log": q.get("method_log", {}), "cache_hit": outcome.cache_hit,
+        "size_bytes_zipped": metrics.zipped_size_bytes(model),
+        "reference_size_bytes_zipped": metrics.zipped_size_bytes(reference),
     }
+    if case.family == "prune":
+        row["per_layer"] = metrics.per_layer_params(reference, model)
     row["budget_met"] = budget.is_met({**row, "speedup": row["speedup"]})
     return row

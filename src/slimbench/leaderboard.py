@@ -26,7 +26,7 @@ ROW_KEYS = ("case_id", "method", "family", "dataset", "model", "teacher", "budge
 MD_COLUMNS = (("case_id", "case"), ("family", "family"), ("model", "model"), ("budget_met", "budget met"),
               ("top1", "top-1 (%)"), ("top1_delta", "Δ top-1 (pts)"), ("params", "params"),
               ("nonzero_params", "non-zero"), ("sparsity", "sparsity"), ("size_bytes", "size (bytes)"),
-              ("macs", "MACs"), ("latency_ms", "latency b1 (ms)"), ("latency_ms_batch", "latency batch (ms)"),
+              ("size_bytes_zipped", "zipped (bytes)"), ("macs", "MACs"), ("latency_ms", "latency b1 (ms)"), ("latency_ms_batch", "latency batch (ms)"),
               ("speedup", "speed-up (x)"), ("train_seconds", "train (s)"))
 
 
@@ -121,12 +121,21 @@ def render_markdown(board: dict[str, Any]) -> str:
         rows = [r for r in board["rows"] if r["dataset"] == dataset]
         rows.sort(key=lambda r: (r["budget_kind"], r["budget_value"], -r["top1"]))
         lines += [f"## {dataset}", "", _table(rows, MD_COLUMNS), ""]
+    pruned = [r for r in board["rows"] if r.get("per_layer")]
+    if pruned:
+        lines += ["# Per-layer parameters of the pruned models", "",
+                  "Non-zero conv/linear weights per layer in the reference and in the pruned model.", ""]
+        for row in pruned:
+            lines += [f"<details><summary>{row['case_id']}</summary>", "", _table(row["per_layer"], PER_LAYER_COLUMNS),
+                      "", "</details>", ""]
     if board.get("summary"):
         lines += ["# Studies", "", "Mean top-1 over the listed seeds, ± the sample standard deviation; cost columns "
                   "are the seeds' maximum (size) or median (latency).", "", render_studies(board["summary"])]
     return "\n".join(lines)
 
 
+PER_LAYER_COLUMNS = (("module", "module"), ("before", "params before"), ("after", "params after"),
+                     ("difference", "difference"))
 STUDY_COLUMNS = (("group_id", "case group"), ("model", "student / model"), ("teacher", "teacher"),
                  ("reference_top1", "teacher top-1 (%)"), ("top1_text", "top-1 (%)"), ("seeds_text", "seeds"),
                  ("params", "params"), ("size_bytes", "size (bytes)"), ("macs", "MACs"),

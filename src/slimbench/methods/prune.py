@@ -1,4 +1,8 @@
-"""Pruning."""
+"""Unstructured pruning: per-layer L1, one global threshold, and iterative prune -> fine-tune.
+
+Masks (torch.nn.utils.prune) stay attached while fine-tuning, so pruned weights stay zero, and
+are folded into plain weights before the model is returned and measured.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..budgets import Budget
+from ..errors import ConfigError
 from ..training import fit
 from .base import Context, Method, register
 
@@ -24,6 +29,41 @@ def make_permanent(model: nn.Module) -> nn.Module:
         if prune.is_pruned(module):
             prune.remove(module, name)
     return model
+
+
+def finetune(model: nn.Module, ctx: Context, epochs: int, tag: str) -> None:
+    """Fine-tune (masks attached) for ``epochs`` epochs of the case recipe; no-op at 0."""
+    if epochs > 0:
+        result = fit(model, ctx.data, dataclasses.replace(ctx.recipe, epochs=epochs), desc=tag,
+                     resume_path=ctx.resume_path(tag))
+        ctx.log.setdefault("best_epochs", []).append(result.best_epoch)
+
+
+def schedule_targets(target: float, rounds: int, schedule: str) -> list[float]:
+    """Cumulative sparsity after each round: linear, or cubic (Zhu & Gupta, 2017: fast early, slow late)."""
+    if rounds < 1:
+        raise ConfigError(f"rounds must be at least 1, got {rounds}")
+    if schedule == "linear":
+        return [target * r / rounds for r in range(1, rounds + 1)]
+    if schedule == "cubic":
+        return [target * (1 - (1 - r / rounds) ** 3) for r in range(1, rounds + 1)]
+    raise ConfigError(f"unknown schedule {schedule!r}; valid: linear, cubic")
+
+
+@register
+class LayerL1(Method):
+    """The same L1 pruning rate in every conv/linear layer, then optional masked fine-tuning."""
+
+    name = "prune_l1_layer"
+    family = "prune"
+    budget_kinds = ("sparsity",)
+    settings = {"finetune_epochs": 0}
+
+    def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
+        for module, name in prunable_parameters(model):
+            prune.l1_unstructured(module, name, amount=float(budget.value))
+        finetune(model, ctx, int(ctx.setting("finetune_epochs", 0)), self.name)
+        return make_permanent(model)
 
 
 @register
@@ -43,4 +83,31 @@ class GlobalMagnitude(Method):
             result = fit(model, ctx.data, dataclasses.replace(ctx.recipe, epochs=epochs), desc=self.name,
                          resume_path=ctx.resume_path(self.name))
             ctx.log.update(best_epoch=result.best_epoch)
+        return make_permanent(model)
+
+
+@register
+class Iterative(Method):
+    """Reach the target sparsity in ``rounds`` rounds of global magnitude pruning, each followed by
+    ``finetune_epochs`` of masked fine-tuning; per-round targets follow ``schedule``."""
+
+    name = "prune_iterative"
+    family = "prune"
+    budget_kinds = ("sparsity",)
+    settings = {"rounds": 4, "finetune_epochs": 1, "schedule": "cubic"}
+
+    def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
+        targets = schedule_targets(float(budget.value), int(ctx.setting("rounds", 4)),
+                                   str(ctx.setting("schedule", "cubic")))
+        done = 0.0
+        for i, target in enumerate(targets, 1):
+            # torch's pruning containers apply `amount` to the weights still unpruned; scores are the
+            # current (masked) weights, made contiguous again after channels-last fine-tuning
+            params = prunable_parameters(model)
+            scores = {(m, n): getattr(m, n).detach().contiguous() for m, n in params}
+            prune.global_unstructured(params, pruning_method=prune.L1Unstructured,
+                                      amount=(target - done) / (1 - done), importance_scores=scores)
+            done = target
+            finetune(model, ctx, int(ctx.setting("finetune_epochs", 1)), f"{self.name}-round{i}")
+        ctx.log.update(round_targets=[round(t, 4) for t in targets])
         return make_permanent(model)
