@@ -208,3 +208,13 @@ def test_shards_partition_the_cases_stably(project):
     assert [c.case_id for c in shard(cases[1:], "2/3")] == [c.case_id for c in parts[1] if c in cases[1:]]
     with pytest.raises(ConfigError, match="is not i/n"):
         shard(cases, "4/3")
+
+
+def test_rate_curves_are_drawn_per_dataset(tmp_path):
+    from slimbench.plots import rate_curves
+    rows = [{"family": "prune", "budget_kind": "sparsity", "dataset": "d", "method": m, "settings": {},
+             "nonzero_params": n, "val_top1": acc} for m in ("a", "b") for n, acc in ((100, 50.0), (1000, 80.0))]
+    rows.append({"family": "baseline", "budget_kind": "none", "dataset": "d", "method": "reference", "val_top1": 90.0})
+    (path,) = rate_curves(rows, tmp_path)
+    assert path.name == "rate_curves_d.png" and path.read_bytes()[:4] == b"\x89PNG"
+    assert rate_curves([r for r in rows if r["family"] != "prune"], tmp_path) == []

@@ -16,6 +16,7 @@ from typing import Any
 from tabulate import tabulate
 
 from .environment import fingerprint
+from .plots import rate_curves
 from .errors import ConfigError
 from .fileio import write_json, write_text
 
@@ -67,6 +68,8 @@ def update(results_dir: Path, tier: str, new_rows: list[dict[str, Any]], valid_i
         env["threads"] = threads[0] if len(threads) == 1 else threads
     board = {"tier": tier, "commit": env["commit"], "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "environment": env, "rows": rows, "summary": summarize(rows)}
+    plots = rate_curves(rows, results_dir / "plots")
+    board["plots"] = [str(path.relative_to(results_dir)) for path in plots]
     write_json(results_dir / "leaderboard.json", board)
     write_text(results_dir / "leaderboard.csv", render_csv(rows))
     write_text(results_dir / "LEADERBOARD.md", render_markdown(board))
@@ -121,6 +124,8 @@ def render_markdown(board: dict[str, Any]) -> str:
         rows = [r for r in board["rows"] if r["dataset"] == dataset]
         rows.sort(key=lambda r: (r["budget_kind"], r["budget_value"], -r["top1"]))
         lines += [f"## {dataset}", "", _table(rows, MD_COLUMNS), ""]
+    if board.get("plots"):
+        lines += ["# Plots", "", *[f"![{Path(p).stem}]({p})" for p in board["plots"]], ""]
     pruned = [r for r in board["rows"] if r.get("per_layer")]
     if pruned:
         lines += ["# Per-layer parameters of the pruned models", "",
