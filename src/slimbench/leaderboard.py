@@ -126,6 +126,9 @@ def render_markdown(board: dict[str, Any]) -> str:
         lines += [f"## {dataset}", "", _table(rows, MD_COLUMNS), ""]
     if board.get("plots"):
         lines += ["# Plots", "", *[f"![{Path(p).stem}]({p})" for p in board["plots"]], ""]
+    if board.get("summary"):
+        lines += ["# Studies", "", "Mean top-1 over the listed seeds, ± the sample standard deviation; cost columns "
+                  "are the seeds' maximum (size) or median (latency).", "", render_studies(board["summary"])]
     pruned = [r for r in board["rows"] if r.get("per_layer")]
     if pruned:
         lines += ["# Per-layer parameters of the pruned models", "",
@@ -133,9 +136,6 @@ def render_markdown(board: dict[str, Any]) -> str:
         for row in pruned:
             lines += [f"<details><summary>{row['case_id']}</summary>", "", _table(row["per_layer"], PER_LAYER_COLUMNS),
                       "", "</details>", ""]
-    if board.get("summary"):
-        lines += ["# Studies", "", "Mean top-1 over the listed seeds, ± the sample standard deviation; cost columns "
-                  "are the seeds' maximum (size) or median (latency).", "", render_studies(board["summary"])]
     return "\n".join(lines)
 
 
