@@ -50,40 +50,41 @@ def schedule_targets(target: float, rounds: int, schedule: str) -> list[float]:
     raise ConfigError(f"unknown schedule {schedule!r}; valid: linear, cubic")
 
 
-@register
-class LayerL1(Method):
-    """The same L1 pruning rate in every conv/linear layer, then optional masked fine-tuning."""
+class MaskPruner(Method):
+    """Masks from ``apply_masks``, then optional masked fine-tuning, then masks made permanent."""
 
-    name = "prune_l1_layer"
     family = "prune"
     budget_kinds = ("sparsity",)
     settings = {"finetune_epochs": 0}
 
+    def apply_masks(self, model: nn.Module, rate: float) -> None:
+        raise NotImplementedError
+
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
-        for module, name in prunable_parameters(model):
-            prune.l1_unstructured(module, name, amount=float(budget.value))
+        self.apply_masks(model, float(budget.value))
         finetune(model, ctx, int(ctx.setting("finetune_epochs", 0)), self.name)
         return make_permanent(model)
 
 
 @register
-class GlobalMagnitude(Method):
-    """One global L1 threshold over all conv/linear weights, then optional masked fine-tuning."""
+class LayerL1(MaskPruner):
+    """The same L1 pruning rate in every conv/linear layer."""
+
+    name = "prune_l1_layer"
+
+    def apply_masks(self, model: nn.Module, rate: float) -> None:
+        for module, name in prunable_parameters(model):
+            prune.l1_unstructured(module, name, amount=rate)
+
+
+@register
+class GlobalMagnitude(MaskPruner):
+    """One global L1 threshold over all conv/linear weights."""
 
     name = "prune_global_magnitude"
-    family = "prune"
-    budget_kinds = ("sparsity",)
-    settings = {"finetune_epochs": 0}
 
-    def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
-        prune.global_unstructured(prunable_parameters(model), pruning_method=prune.L1Unstructured,
-                                  amount=float(budget.value))
-        epochs = int(ctx.setting("finetune_epochs", 0))
-        if epochs > 0:  # masks stay attached during fine-tuning, so pruned weights stay zero
-            result = fit(model, ctx.data, dataclasses.replace(ctx.recipe, epochs=epochs), desc=self.name,
-                         resume_path=ctx.resume_path(self.name))
-            ctx.log.update(best_epoch=result.best_epoch)
-        return make_permanent(model)
+    def apply_masks(self, model: nn.Module, rate: float) -> None:
+        prune.global_unstructured(prunable_parameters(model), pruning_method=prune.L1Unstructured, amount=rate)
 
 
 @register
