@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slimbench import harness, harness_cache
+from slimbench import harness
 from slimbench.cases import Case, load_tier, select
 
 
@@ -33,11 +33,11 @@ def run_case(benchmark, request):
     """Compress (or load from cache), time inference with the benchmark fixture, record the row."""
 
     def run(case: Case) -> dict:
-        if request.config.getoption("--cached-only") and not harness_cache.is_cached(case):
-            pytest.skip("not in the case cache; make it with `slimbench compress` or run without --cached-only")
         tier = load_tier(case.tier)
         torch.set_num_threads(tier.threads)
-        outcome = harness.compress_case(case)
+        outcome = harness.compress_case(case, cached_only=request.config.getoption("--cached-only"))
+        if outcome is None:
+            pytest.skip("not in the case cache; make it with `slimbench compress` or run without --cached-only")
         forward = harness.inference_fn(outcome.model)
         example = harness.example_input(outcome.data, 1)
         output = benchmark.pedantic(forward, args=(example,), rounds=tier.latency_rounds,

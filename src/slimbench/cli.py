@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -57,17 +58,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return status
 
 
+def use_device(name: str | None) -> None:
+    """--device overrides $SLIMBENCH_DEVICE for this process (training.device() reads it)."""
+    if name:
+        os.environ["SLIMBENCH_DEVICE"] = name
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     """Train/compress a tier's cases into the case cache without measuring (e.g. on a GPU machine;
     a later `slimbench run` on the target machine reuses the models and measures them there)."""
-    import os
-
     from . import harness
     from .cases import expand_cases, select, shard
     from .methods import METHODS
 
-    if args.device:
-        os.environ["SLIMBENCH_DEVICE"] = args.device
+    use_device(args.device)
     cases = shard(select(expand_cases(args.tier), args.case), args.shard)
     if not cases:
         raise SlimbenchError(f"no case of tier {args.tier} matches {args.case!r} (shard {args.shard}); "
@@ -134,10 +138,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 def cmd_teacher(args: argparse.Namespace) -> None:
     from .teachers import train_teacher
 
-    import os
-
-    if args.device:
-        os.environ["SLIMBENCH_DEVICE"] = args.device
+    use_device(args.device)
     meta = train_teacher(args.name)
     shipped = f", as shipped {meta['top1_as_shipped']}%" if "top1_as_shipped" in meta else ""
     print(f"{args.name}: test top-1 {meta['top1']}% (val {meta['val_top1']}%){shipped}, "

@@ -81,7 +81,6 @@ def cache_key(case: Case, data_md5: str, teacher_md5: str | None) -> str:
     return hashlib.md5(text.encode()).hexdigest()
 
 
-
 def _builder(case: Case, data: DataSplits, reference_meta: dict[str, Any]):
     """Builds the case's architecture (the reference's when model == "reference") with overrides."""
     if case.model == "reference":
@@ -91,8 +90,11 @@ def _builder(case: Case, data: DataSplits, reference_meta: dict[str, Any]):
     return lambda **overrides: build_model_for(arch, data, {**kwargs, **overrides})
 
 
-def compress_case(case: Case, paths: Paths | None = None) -> Outcome:
-    """Apply the case's method to its input model, or load the cached result."""
+def compress_case(case: Case, paths: Paths | None = None, cached_only: bool = False) -> Outcome | None:
+    """Apply the case's method to its input model, or load the cached result.
+
+    With ``cached_only``, a cacheable case that is not cached returns None instead of training.
+    """
     paths = paths or default_paths()
     budget = Budget.from_config(case.budget)
     method = METHODS.get(case.method)
@@ -109,6 +111,8 @@ def compress_case(case: Case, paths: Paths | None = None) -> Outcome:
     cached = _load_cached(key_dir) if method.cacheable else None
     if cached is not None:
         return Outcome(cached[0], reference, reference_meta, data, cached[1], cache_hit=True)
+    if cached_only and method.cacheable:
+        return None
     build = _builder(case, data, reference_meta)
     given = reference if case.model == "reference" else build()
     resume_dir = key_dir.parent / f".resume-{key}" if method.cacheable else None

@@ -16,9 +16,9 @@ from typing import Any
 from tabulate import tabulate
 
 from .environment import fingerprint
-from .plots import rate_curves
 from .errors import ConfigError
 from .fileio import write_json, write_text
+from .plots import rate_curves
 
 ROW_KEYS = ("case_id", "method", "family", "dataset", "model", "teacher", "budget_kind", "budget_value",
             "budget_met", "top1", "val_top1", "reference_top1", "top1_delta", "params", "nonzero_params",
@@ -27,7 +27,8 @@ ROW_KEYS = ("case_id", "method", "family", "dataset", "model", "teacher", "budge
 MD_COLUMNS = (("case_id", "case"), ("family", "family"), ("model", "model"), ("budget_met", "budget met"),
               ("top1", "top-1 (%)"), ("top1_delta", "Δ top-1 (pts)"), ("params", "params"),
               ("nonzero_params", "non-zero"), ("sparsity", "sparsity"), ("size_bytes", "size (bytes)"),
-              ("size_bytes_zipped", "zipped (bytes)"), ("macs", "MACs"), ("latency_ms", "latency b1 (ms)"), ("latency_ms_batch", "latency batch (ms)"),
+              ("size_bytes_zipped", "zipped (bytes)"), ("macs", "MACs"), ("latency_ms", "latency b1 (ms)"),
+              ("latency_ms_batch", "latency batch (ms)"),
               ("speedup", "speed-up (x)"), ("train_seconds", "train (s)"))
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..budgets import Budget
 from ..errors import ConfigError
-from ..training import device, fit, predict
+from ..training import device, fit, normalize, predict
 from .base import Context, Method, register
 
 
@@ -220,9 +220,7 @@ class KDHint(Distiller):
     uses_features = True
 
     def trainee(self, student, teacher, pairs, s_taps, t_taps, ctx):
-        probe = ctx.data.train.images[:2]
-        x = ((probe.float() / 255.0) - torch.tensor(ctx.data.mean).view(1, -1, 1, 1)) / torch.tensor(
-            ctx.data.std).view(1, -1, 1, 1)
+        x = normalize(ctx.data.train.images[:2], ctx.data.mean, ctx.data.std)
         dev = next(teacher.parameters()).device
         with torch.no_grad():
             student.eval()(x)

@@ -22,6 +22,7 @@ from ..metrics import count_macs, count_params
 from ..models.cifar_resnet import BasicBlock, CifarResNet
 from ..training import fit, normalize
 from .base import Context, Method, register
+from .prune import finetune
 
 
 MAX_RATIO = 0.9
@@ -98,13 +99,6 @@ class ChannelPruner(Method):
         ctx.log.update(channel_ratio=round(fallback, 4), fits_budget=ratio is not None)
         return prune_channels(model, fallback, example, self.importance(), round_to)
 
-    def finetune(self, model: nn.Module, ctx: Context) -> None:
-        epochs = int(ctx.setting("finetune_epochs", 0))
-        if epochs > 0:
-            result = fit(model, ctx.data, dataclasses.replace(ctx.recipe, epochs=epochs), desc=self.name,
-                         resume_path=ctx.resume_path(self.name))
-            ctx.log.update(best_epoch=result.best_epoch)
-
 
 @register
 class Structured(ChannelPruner):
@@ -118,7 +112,7 @@ class Structured(ChannelPruner):
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         model = self.prune_to_budget(model, budget, ctx)
-        self.finetune(model, ctx)
+        finetune(model, ctx, int(ctx.setting("finetune_epochs", 0)), self.name)
         return model
 
 
@@ -147,5 +141,5 @@ class BNSlimming(ChannelPruner):
             fit(model, ctx.data, dataclasses.replace(ctx.recipe, epochs=epochs), loss_fn=loss,
                 desc=f"{self.name}-l1", resume_path=ctx.resume_path(f"{self.name}-l1"))
         model = self.prune_to_budget(model, budget, ctx)
-        self.finetune(model, ctx)
+        finetune(model, ctx, int(ctx.setting("finetune_epochs", 0)), self.name)
         return model
