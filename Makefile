@@ -13,7 +13,10 @@ $(BIN)/.installed: pyproject.toml
 
 # Raw data: re-imported from the mirror datasets.dvc names (../shared/datasets), hash checked by
 # DVC; teachers: pulled from the DVC remote committed in dvc-remote/.
+MIRROR := $(shell sed -n 's/^  path: //p' datasets.dvc | head -1)
+
 fetch: $(BIN)/.installed
+	@test -d "$(MIRROR)" || { echo "missing raw-data mirror $(MIRROR) (datasets.dvc imports from it); fix: clone next to shared/, or run \`$(BIN)/dvc import-url --force <folder> datasets\`" >&2; exit 1; }
 	$(BIN)/dvc update -q datasets.dvc
 	$(BIN)/dvc pull -q teacher
 
