@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from slimbench import harness, leaderboard
+from slimbench import harness, leaderboard, metrics
 from slimbench.cases import expand_cases, load_tier, select
 from slimbench.config import Paths
 from slimbench.errors import ConfigError
@@ -190,7 +190,7 @@ def test_seeded_study_cases_share_a_group_and_a_cache_key_ignores_labels(project
 
 def test_summary_rows_average_the_seeds_of_a_group():
     base = {"study": "s1", "group_id": "g", "method": "kd_logits", "family": "distill", "dataset": "d",
-            "budget_met": True, "params": 10, "nonzero_params": 10, "size_bytes": 100, "macs": 5,
+            "budget_met": True, "params": 10, "nonzero_params": 10, "size_bytes": 100, "macs": 5, "sparsity": 0.0,
             "latency_ms": 1.0, "latency_ms_batch": 2.0, "train_seconds": 3.0, "val_top1": 90.0}
     rows = [{**base, "seed": s, "top1": t} for s, t in [(0, 90.0), (1, 92.0), (2, 94.0)]]
     rows.append({**base, "group_id": "other", "study": None, "seed": 0, "top1": 10.0})
@@ -218,3 +218,41 @@ def test_rate_curves_are_drawn_per_dataset(tmp_path):
     (path,) = rate_curves(rows, tmp_path)
     assert path.name == "rate_curves_d.png" and path.read_bytes()[:4] == b"\x89PNG"
     assert rate_curves([r for r in rows if r["family"] != "prune"], tmp_path) == []
+
+
+def _add_cases(project, *entries):
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    params["tiers"]["mini"]["cases"] += list(entries)
+    (project.root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_a_case_can_start_from_another_cases_model(project):
+    _add_cases(project, {"method": "prune_global_magnitude", "budget": {"sparsity": 0.95}, "tag": "more",
+                         "from_case": "prune_global_magnitude-digits-sparsity90"})
+    cases = {c.case_id: c for c in expand_cases("mini", project)}
+    upstream, chained = cases["prune_global_magnitude-digits-sparsity90"], cases["prune_global_magnitude-digits-sparsity95-more"]
+    assert harness.compress_case(chained, project, cached_only=True) is None  # upstream not made yet
+    first = harness.compress_case(upstream, project)
+    outcome = harness.compress_case(chained, project)
+    assert outcome.quality["reference_top1"] == first.quality["top1"]  # the reference is the upstream model
+    zeros = {name: w == 0 for name, w in metrics.prunable_weights(first.model)}
+    assert all(torch.all(w[zeros[name]] == 0) for name, w in metrics.prunable_weights(outcome.model))  # stay zero
+    row = harness.measure(chained, outcome, load_tier("mini", project))
+    assert row["from_case"] == upstream.case_id and row["sparsity"] >= 0.949
+    assert harness.compress_case(chained, project).cache_hit
+    assert outcome.key == harness.cache_key(chained, outcome.data.data_md5, outcome.reference_meta["md5"], first.key)
+    assert outcome.key != harness.cache_key(chained, outcome.data.data_md5, outcome.reference_meta["md5"], "other")
+
+
+@pytest.mark.parametrize("entry,message", [
+    ({"method": "prune_global_magnitude", "budget": {"sparsity": 0.95}, "from_case": "nope"},
+     "from_case 'nope' is not a case of tier mini"),
+    ({"method": "pipeline_kd_quant", "budget": {"bytes": 9000}},
+     "starts from another case's model; fix: set `from_case:`"),
+    ({"method": "pipeline_kd_quant", "budget": {"bytes": 9000}, "from_case": "reference-digits-nobudget"},
+     "starts from a distill case, but reference-digits-nobudget is baseline"),
+])
+def test_bad_from_case_links_are_clear_errors(project, entry, message):
+    _add_cases(project, entry)
+    with pytest.raises(ConfigError, match=message):
+        expand_cases("mini", project)

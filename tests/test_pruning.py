@@ -51,6 +51,35 @@ def test_iterative_pruning_reaches_the_target_on_schedule(digits, digits_model):
     assert not any(hasattr(m, "weight_mask") for m in pruned.modules())
 
 
+def test_iterative_pruning_resumes_at_its_last_finished_round(digits, digits_model, tmp_path, monkeypatch):
+    import slimbench.methods.prune as prune_module
+    real_finetune, calls, interrupt = prune_module.finetune, [], [True]
+
+    def finetune(model, ctx, epochs, tag):
+        calls.append(tag)
+        if tag.endswith("round3") and interrupt[0]:
+            raise KeyboardInterrupt  # the session ends during round 3
+        real_finetune(model, ctx, epochs, tag)
+
+    monkeypatch.setattr(prune_module, "finetune", finetune)
+
+    def run():
+        ctx = ctx_for(digits, rounds=3, finetune_epochs=1, final_epochs=1)
+        ctx.resume_dir = tmp_path
+        return METHODS.get("prune_iterative")(digits_model, Budget("sparsity", 0.8), ctx), ctx
+
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    assert sorted(p.name for p in tmp_path.glob("*-done.pt")) == ["prune_iterative-round1-done.pt",
+                                                                    "prune_iterative-round2-done.pt"]
+    calls.clear()
+    interrupt[0] = False
+    pruned, ctx = run()
+    assert calls == ["prune_iterative-round3", "prune_iterative-final"]  # rounds 1-2 not redone
+    assert metrics.sparsity(pruned) == pytest.approx(0.8, abs=1e-3)
+    assert len(ctx.log["best_epochs"]) == 4  # the saved rounds' log came back with their model
+
+
 def test_schedules():
     assert schedule_targets(0.9, 3, "linear") == pytest.approx([0.3, 0.6, 0.9])
     cubic = schedule_targets(0.9, 3, "cubic")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .budgets import Budget
@@ -16,9 +16,11 @@ from .methods import METHODS
 
 TIER_DEFAULTS = {"threads": 2, "batch_size": 64, "latency_rounds": 30, "latency_warmup": 5}
 CASE_KEYS = {"method", "datasets", "model", "model_kwargs", "budgets", "budget", "settings", "recipe",
-             "seeds", "tag", "study", "teacher"}
+             "seeds", "tag", "study", "teacher", "from_case"}
 # Case fields that label a case without changing the model it produces (left out of the cache key).
-LABELS = ("tier", "study", "group_id")
+LABELS = ("tier", "study", "group_id", "tag")
+# Fields added after models were cached: left out of the key while unset, so those keys still hold.
+UNSET_OMITTED = ("from_case",)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class Case:
     subset: dict[str, int] | None = None
     seed: int = 0
     study: str | None = None  # the study a case belongs to; its seeds are summarised together
+    tag: str | None = None  # the entry's `tag` (already part of case_id)
+    from_case: str | None = None  # id of the case (same tier) whose compressed model this one starts from
     group_id: str = ""  # case_id without the -seedN suffix: the rows one summary row averages
 
     @property
@@ -57,7 +61,8 @@ class Case:
 
     def config_hash(self) -> str:
         """Identifies everything that determines the compressed model (not the tier name)."""
-        cfg = {k: v for k, v in asdict(self).items() if k not in LABELS}
+        cfg = {k: v for k, v in asdict(self).items()
+               if k not in LABELS and not (k in UNSET_OMITTED and v is None)}
         return hashlib.md5(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
 
 
@@ -90,7 +95,32 @@ def expand_cases(tier_name: str, paths: Paths | None = None) -> list[Case]:
         if case.case_id in seen:
             raise ConfigError(f"duplicate case id {case.case_id!r} in tier {tier_name}; fix: add a distinct `tag`")
         seen.add(case.case_id)
-    return cases
+        if getattr(METHODS.get(case.method), "upstream_family", None) and not case.from_case:
+            raise ConfigError(f"case {case.case_id}: method {case.method} starts from another case's model; "
+                              "fix: set `from_case:` to a case id of this tier")
+    return [_chain(case, {c.case_id: c for c in cases}) if case.from_case else case for case in cases]
+
+
+def _chain(case: Case, by_id: dict[str, Case]) -> Case:
+    """Check a ``from_case`` link (exists, same dataset, no loop) and take the upstream's model."""
+    upstream, seen = by_id.get(case.from_case), {case.case_id}
+    if upstream is None:
+        raise ConfigError(f"case {case.case_id}: from_case {case.from_case!r} is not a case of tier {case.tier}; "
+                          f"fix: see `slimbench list cases --tier {case.tier}`")
+    if upstream.dataset != case.dataset:
+        raise ConfigError(f"case {case.case_id}: from_case {upstream.case_id} is on {upstream.dataset}, "
+                          f"not {case.dataset}; fix: restrict the case with `datasets: [{upstream.dataset}]`")
+    needed = getattr(METHODS.get(case.method), "upstream_family", None)
+    if needed and upstream.family != needed:
+        raise ConfigError(f"case {case.case_id}: method {case.method} starts from a {needed} case, but "
+                          f"{upstream.case_id} is {upstream.family}; fix: point `from_case:` at a {needed} case")
+    link = upstream
+    while link is not None and link.from_case:
+        if link.case_id in seen:
+            raise ConfigError(f"case {case.case_id}: from_case links loop through {link.case_id}; fix: break the loop")
+        seen.add(link.case_id)
+        link = by_id.get(link.from_case)
+    return replace(case, model=upstream.model, model_kwargs=upstream.model_kwargs)
 
 
 def _expand_entry(tier: Tier, entry: dict, where: str) -> list[Case]:
@@ -119,7 +149,8 @@ def _expand_entry(tier: Tier, entry: dict, where: str) -> list[Case]:
                     teacher=entry.get("teacher", ds_cfg.get("teacher")), budget=budget_cfg,
                     settings=entry.get("settings", {}),
                     recipe={**ds_cfg.get("recipe", {}), **entry.get("recipe", {})},
-                    subset=ds_cfg.get("subset"), seed=seed, study=entry.get("study"), group_id=group))
+                    subset=ds_cfg.get("subset"), seed=seed, study=entry.get("study"), group_id=group,
+                    tag=entry.get("tag"), from_case=entry.get("from_case")))
     return cases
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from . import metrics
 from .budgets import Budget
-from .cases import Case, Tier
+from .cases import Case, Tier, expand_cases
 from .config import Paths, default_paths
 from .datasets import DataSplits, load_splits
 from .errors import ConfigError
@@ -43,6 +43,7 @@ class Outcome:
     data: DataSplits
     quality: dict[str, Any]
     cache_hit: bool
+    key: str | None = None  # the case-cache key the model is (or would be) stored under
 
 
 # The sources that decide any compressed model; a case's key adds its method's own module, so
@@ -71,13 +72,15 @@ def code_md5(method: str) -> str:
     return sources_md5(CORE_SOURCES + (str(module.relative_to(Path(__file__).parent)),))
 
 
-def cache_key(case: Case, data_md5: str, teacher_md5: str | None) -> str:
-    """Identifies a compressed model by its inputs: case config, data, teacher and code.
+def cache_key(case: Case, data_md5: str, teacher_md5: str | None, upstream_key: str | None = None) -> str:
+    """Identifies a compressed model by its inputs: case config, data, teacher, code and, for a
+    ``from_case`` case, the key of the model it starts from.
 
     Not by device or torch build: a model trained on a GPU machine (`slimbench compress`) serves
     a CPU run, and the row says where it was trained (``trained_on``).
     """
-    text = json.dumps([case.config_hash(), data_md5, teacher_md5, code_md5(case.method), CACHE_FORMAT])
+    parts = [case.config_hash(), data_md5, teacher_md5, code_md5(case.method), CACHE_FORMAT]
+    text = json.dumps(parts + ([upstream_key] if upstream_key else []))
     return hashlib.md5(text.encode()).hexdigest()
 
 
@@ -93,28 +96,30 @@ def _builder(case: Case, data: DataSplits, reference_meta: dict[str, Any]):
 def compress_case(case: Case, paths: Paths | None = None, cached_only: bool = False) -> Outcome | None:
     """Apply the case's method to its input model, or load the cached result.
 
-    With ``cached_only``, a cacheable case that is not cached returns None instead of training.
+    The input model is the teacher (``model: reference``), a fresh student, or, for a
+    ``from_case`` case, the upstream case's compressed model, which then also serves as the
+    reference the row compares against. With ``cached_only``, a cacheable case that is not
+    cached (or whose upstream is not) returns None instead of training.
     """
     paths = paths or default_paths()
     budget = Budget.from_config(case.budget)
     method = METHODS.get(case.method)
-    data = load_splits(case.dataset, {"subset": case.subset}, paths)
-    if case.teacher is None:
-        raise ConfigError(f"case {case.case_id}: dataset {case.dataset} has no `teacher:` in tier {case.tier}; "
-                          "fix: name a teacher from params.yaml `teachers`")
-    reference, reference_meta = load_teacher(case.teacher, paths)
-    if reference_meta.get("dataset", case.dataset) != case.dataset:
-        raise ConfigError(f"case {case.case_id}: teacher {case.teacher} was trained on {reference_meta['dataset']}, "
-                          f"not {case.dataset}; fix: name a {case.dataset} teacher")
-    key = cache_key(case, data.data_md5, reference_meta["md5"])
+    upstream = _upstream_outcome(case, paths, cached_only)
+    if case.from_case and upstream is None:
+        return None
+    data = upstream.data if upstream else load_splits(case.dataset, {"subset": case.subset}, paths)
+    reference, reference_meta = _reference(case, paths)
+    key = cache_key(case, data.data_md5, reference_meta["md5"], upstream.key if upstream else None)
+    if upstream:
+        reference = upstream.model
     key_dir = paths.cache / case.tier / case.case_id / key
     cached = _load_cached(key_dir) if method.cacheable else None
     if cached is not None:
-        return Outcome(cached[0], reference, reference_meta, data, cached[1], cache_hit=True)
+        return Outcome(cached[0], reference, reference_meta, data, cached[1], cache_hit=True, key=key)
     if cached_only and method.cacheable:
         return None
     build = _builder(case, data, reference_meta)
-    given = reference if case.model == "reference" else build()
+    given = upstream.model if upstream else reference if case.model == "reference" else build()
     resume_dir = key_dir.parent / f".resume-{key}" if method.cacheable else None
     ctx = Context(data=data, teacher=reference, recipe=replace(Recipe.from_dict(case.recipe), seed=case.seed),
                   settings=dict(case.settings), build_model=build, seed=case.seed, resume_dir=resume_dir)
@@ -128,7 +133,27 @@ def compress_case(case: Case, paths: Paths | None = None, cached_only: bool = Fa
     if method.cacheable:
         _store(key_dir, model, quality)
         shutil.rmtree(resume_dir, ignore_errors=True)
-    return Outcome(model, reference, reference_meta, data, quality, cache_hit=False)
+    return Outcome(model, reference, reference_meta, data, quality, cache_hit=False, key=key)
+
+
+def _reference(case: Case, paths: Paths) -> tuple[nn.Module, dict[str, Any]]:
+    """The case's teacher, checked to belong to the case's dataset."""
+    if case.teacher is None:
+        raise ConfigError(f"case {case.case_id}: dataset {case.dataset} has no `teacher:` in tier {case.tier}; "
+                          "fix: name a teacher from params.yaml `teachers`")
+    reference, meta = load_teacher(case.teacher, paths)
+    if meta.get("dataset", case.dataset) != case.dataset:
+        raise ConfigError(f"case {case.case_id}: teacher {case.teacher} was trained on {meta['dataset']}, "
+                          f"not {case.dataset}; fix: name a {case.dataset} teacher")
+    return reference, meta
+
+
+def _upstream_outcome(case: Case, paths: Paths, cached_only: bool) -> Outcome | None:
+    """The compressed model of the case's ``from_case`` (made now if needed), or None."""
+    if not case.from_case:
+        return None
+    upstream = next(c for c in expand_cases(case.tier, paths) if c.case_id == case.from_case)
+    return compress_case(upstream, paths, cached_only)
 
 
 def _load_cached(key_dir: Path) -> tuple[nn.Module, dict[str, Any]] | None:
@@ -201,6 +226,7 @@ def measure(case: Case, outcome: Outcome, tier: Tier, latency_ms: float | None =
         "latency_ms_batch": round(own_batch_ms, 4), "speedup": round(ref_ms / own_ms, 3),
         "seed": case.seed, "train_seconds": q["train_seconds"],
         "study": case.study, "group_id": case.group_id, "trained_on": q.get("trained_on", "cpu"),
+        "tag": case.tag, "from_case": case.from_case,
         # keys beyond the contract
         "tier": case.tier, "num_classes": data.num_classes, "weight_bits": metrics.weight_bits(model), "batch_size": tier.batch_size,
         "threads": torch.get_num_threads(), "reference_latency_ms": round(ref_ms, 4),

@@ -18,7 +18,7 @@ from tabulate import tabulate
 from .environment import fingerprint
 from .errors import ConfigError
 from .fileio import write_json, write_text
-from .plots import rate_curves
+from .plots import calibration_curves, rate_curves
 
 ROW_KEYS = ("case_id", "method", "family", "dataset", "model", "teacher", "budget_kind", "budget_value",
             "budget_met", "top1", "val_top1", "reference_top1", "top1_delta", "params", "nonzero_params",
@@ -69,7 +69,7 @@ def update(results_dir: Path, tier: str, new_rows: list[dict[str, Any]], valid_i
         env["threads"] = threads[0] if len(threads) == 1 else threads
     board = {"tier": tier, "commit": env["commit"], "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "environment": env, "rows": rows, "summary": summarize(rows)}
-    plots = rate_curves(rows, results_dir / "plots")
+    plots = rate_curves(rows, results_dir / "plots") + calibration_curves(rows, results_dir / "plots")
     board["plots"] = [str(path.relative_to(results_dir)) for path in plots]
     write_json(results_dir / "leaderboard.json", board)
     write_text(results_dir / "leaderboard.csv", render_csv(rows))
@@ -96,6 +96,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "seeds": sorted(r["seed"] for r in members), "top1_per_seed": top1,
             "val_top1": round(statistics.mean(r["val_top1"] for r in members), 2),
             **{k: max(r[k] for r in members) for k in ("params", "nonzero_params", "size_bytes", "macs")},
+            "sparsity": round(statistics.mean(r["sparsity"] for r in members), 4),
             **{k: round(statistics.median(r[k] for r in members), 4)
                for k in ("latency_ms", "latency_ms_batch", "speedup", "speedup_batch") if k in first},
             "train_seconds": round(statistics.mean(r["train_seconds"] for r in members), 1),
@@ -143,9 +144,11 @@ def render_markdown(board: dict[str, Any]) -> str:
 PER_LAYER_COLUMNS = (("module", "module"), ("before", "params before"), ("after", "params after"),
                      ("difference", "difference"))
 STUDY_COLUMNS = (("group_id", "case group"), ("model", "student / model"), ("teacher", "teacher"),
-                 ("reference_top1", "teacher top-1 (%)"), ("top1_text", "top-1 (%)"), ("seeds_text", "seeds"),
-                 ("params", "params"), ("size_bytes", "size (bytes)"), ("macs", "MACs"),
+                 ("reference_top1", "reference top-1 (%)"), ("top1_text", "top-1 (%)"), ("val_top1", "val top-1 (%)"),
+                 ("seeds_text", "seeds"), ("params", "params"), ("nonzero_params", "non-zero"),
+                 ("sparsity", "sparsity"), ("size_bytes", "size (bytes)"), ("macs", "MACs"),
                  ("latency_ms", "latency b1 (ms)"), ("latency_ms_batch", "latency batch (ms)"),
+                 ("speedup", "speed-up b1 (x)"), ("speedup_batch", "speed-up batch (x)"),
                  ("budget_met", "budget met"), ("train_seconds", "train (s)"))
 
 

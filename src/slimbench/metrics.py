@@ -41,13 +41,21 @@ def prunable_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def _all_weights(model: nn.Module) -> Iterator[torch.Tensor]:
-    """Every learnable tensor: float parameters plus the packed weights/biases of quantized layers."""
+    """Every learnable tensor: float parameters, the packed weights/biases of quantized layers, and
+    conv/linear weights held as buffers (weight-only quantization stores them elsewhere)."""
     yield from (p.detach() for p in model.parameters())
     for module in model.modules():
         if callable(getattr(module, "weight", None)):
             yield _weight_of(module)
             if (b := _stored(module, "bias")) is not None:
                 yield b
+        elif _weight_is_derived(module):
+            yield module.weight.detach()
+
+
+def _weight_is_derived(module: nn.Module) -> bool:
+    """A conv/linear whose weight is an unsaved buffer rebuilt from a stored low-precision copy."""
+    return (_is_conv(module) or _is_linear(module)) and "weight" in getattr(module, "_buffers", {})
 
 
 def count_params(model: nn.Module) -> int:
@@ -72,11 +80,14 @@ def per_layer_sparsity(model: nn.Module) -> dict[str, float]:
 
 
 def weight_bits(model: nn.Module) -> int:
-    """Widest storage type among the conv/linear weights (32 for float32, 8 for int8...)."""
+    """Widest storage type among the conv/linear weights (32 for float32, 8 for int8...); a
+    weight-only quantized layer's stored copy is its ``qweight`` buffer."""
     bits = 0
     for module in model.modules():
-        w = _stored(module, "weight")
-        if w is not None and (_is_conv(module) or _is_linear(module)):
+        stored = getattr(module, "_buffers", {}).get("qweight")
+        w = stored if stored is not None else _stored(module, "weight")
+        if stored is not None or (w is not None and (_is_conv(module) or _is_linear(module))
+                                  and not _weight_is_derived(module)):
             bits = max(bits, w.element_size() * 8)
     return bits
 

@@ -1,4 +1,4 @@
-"""Leaderboard plots (matplotlib, PNG): pruning rate curves, one figure per dataset."""
+"""Leaderboard plots (matplotlib, PNG): pruning rate curves and PTQ calibration curves, per dataset."""
 
 from __future__ import annotations
 
@@ -32,14 +32,56 @@ def rate_curves(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         path = out_dir / f"rate_curves_{dataset}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120, metadata={"Software": None})  # no version stamp: stable bytes
-        plt.close(fig)
+        _save(fig, path)
         written.append(path)
     return written
 
 
 def _line(row: dict[str, Any]) -> str:
-    epochs = row.get("settings", {}).get("finetune_epochs", 0)
+    settings = row.get("settings", {})
+    epochs = settings.get("finetune_epochs", 0)
+    if row["method"] == "prune_iterative" and row.get("tag") == "chain":
+        return f"{row['method']} (from the previous rate, {epochs} ep each)"
+    if row["method"] == "prune_iterative":
+        final = settings.get("final_epochs", 0)
+        return f"{row['method']} ({settings.get('rounds', 4)} rounds x {epochs} ep" + (f" + {final} ep)" if final else ")")
     return f"{row['method']} ({'one-shot' if not epochs else f'{epochs} ep fine-tune'})"
+
+
+def calibration_curves(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Test top-1 (y) vs calibration images (x), one line per PTQ method and observer, per dataset
+    and model; only where a line has two or more calibration sizes."""
+    lines: dict[tuple, list[tuple[int, float]]] = {}
+    for r in rows:
+        images = r.get("method_log", {}).get("calibration_images")
+        if r["family"] == "quant" and images:
+            key = (r["dataset"], r["model"], f"{r['method']} ({r['settings'].get('observer', 'minmax')})")
+            lines.setdefault(key, []).append((images, r["top1"]))
+    written = []
+    for dataset, model in sorted({(d, m) for d, m, _ in lines}):
+        curves = {label: sorted(points) for (d, m, label), points in lines.items()
+                  if (d, m) == (dataset, model) and len(points) > 1}
+        if not curves:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, points in sorted(curves.items()):
+            ax.plot(*zip(*points), marker="o", label=label)
+        float_top1 = next((r["reference_top1"] for r in rows if r["dataset"] == dataset and r["model"] == model
+                           and r.get("method_log", {}).get("calibration_images")), None)
+        if float_top1 is not None:
+            ax.axhline(float_top1, color="grey", linestyle="--", label="float32 model")
+        ax.set(xscale="log", xlabel="calibration images", ylabel="test top-1 (%)",
+               title=f"int8 PTQ calibration: {model} on {dataset}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        path = out_dir / f"calibration_{dataset}_{model}.png"
+        _save(fig, path)
+        written.append(path)
+    return written
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata={"Software": None})  # no version stamp: stable bytes
+    plt.close(fig)

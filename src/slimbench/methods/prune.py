@@ -7,12 +7,15 @@ are folded into plain weights before the model is returned and measured.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+import torch
 from torch import nn
 from torch.nn.utils import prune
 
 from ..budgets import Budget
 from ..errors import ConfigError
+from ..fileio import atomic_torch_save
 from ..training import fit
 from .base import Context, Method, register
 
@@ -90,18 +93,21 @@ class GlobalMagnitude(MaskPruner):
 @register
 class Iterative(Method):
     """Reach the target sparsity in ``rounds`` rounds of global magnitude pruning, each followed by
-    ``finetune_epochs`` of masked fine-tuning; per-round targets follow ``schedule``."""
+    ``finetune_epochs`` of masked fine-tuning (per-round targets follow ``schedule``), then
+    ``final_epochs`` of fine-tuning at the target. Each finished round is saved, so an interrupted
+    case resumes at its last unfinished round."""
 
     name = "prune_iterative"
     family = "prune"
     budget_kinds = ("sparsity",)
-    settings = {"rounds": 4, "finetune_epochs": 1, "schedule": "cubic"}
+    settings = {"rounds": 4, "finetune_epochs": 1, "schedule": "cubic", "final_epochs": 0}
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         targets = schedule_targets(float(budget.value), int(ctx.setting("rounds", 4)),
                                    str(ctx.setting("schedule", "cubic")))
-        done = 0.0
-        for i, target in enumerate(targets, 1):
+        start = self.resume_rounds(model, ctx, len(targets))
+        done = targets[start - 1] if start else 0.0
+        for i, target in enumerate(targets[start:], start + 1):
             # torch's pruning containers apply `amount` to the weights still unpruned; scores are the
             # current (masked) weights, made contiguous again after channels-last fine-tuning
             params = prunable_parameters(model)
@@ -110,5 +116,28 @@ class Iterative(Method):
                                       amount=(target - done) / (1 - done), importance_scores=scores)
             done = target
             finetune(model, ctx, int(ctx.setting("finetune_epochs", 1)), f"{self.name}-round{i}")
+            self.save_round(model, ctx, i)
+        finetune(model, ctx, int(ctx.setting("final_epochs", 0)), f"{self.name}-final")
         ctx.log.update(round_targets=[round(t, 4) for t in targets])
         return make_permanent(model)
+
+    def round_path(self, ctx: Context, i: int) -> Path | None:
+        return ctx.resume_path(f"{self.name}-round{i}-done")
+
+    def save_round(self, model: nn.Module, ctx: Context, i: int) -> None:
+        path = self.round_path(ctx, i)
+        if path is not None:
+            atomic_torch_save(path, {"model": model.state_dict(), "log": dict(ctx.log)})
+
+    def resume_rounds(self, model: nn.Module, ctx: Context, rounds: int) -> int:
+        """Load the last finished round's masked model (in place); returns how many rounds are done."""
+        for i in range(rounds, 0, -1):
+            path = self.round_path(ctx, i)
+            if path is not None and path.is_file():
+                blob = torch.load(path, map_location="cpu", weights_only=False)
+                for module, name in prunable_parameters(model):
+                    prune.identity(module, name)  # mask buffers for the saved masks to load into
+                model.load_state_dict(blob["model"])
+                ctx.log.update(blob["log"])
+                return i
+        return 0

@@ -8,17 +8,19 @@ to real quantized modules that run int8 kernels eagerly, which is what latency s
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import warnings
+from collections.abc import Iterator
 
 import torch
 from torch import nn
-from torch.ao.quantization import QConfig, QConfigMapping, observer
-from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+from torch.ao.quantization import QConfig, QConfigMapping, get_default_qat_qconfig_mapping, observer
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 
 from ..budgets import Budget
 from ..errors import ConfigError
-from ..training import iterate
+from ..training import fit, iterate
 from .base import Context, Method, register
 
 BACKEND = "x86"
@@ -38,16 +40,35 @@ def qconfig_mapping(observer_name: str) -> QConfigMapping:
     return QConfigMapping().set_global(QConfig(activation=ACTIVATION_OBSERVERS[observer_name], weight=WEIGHT_OBSERVER))
 
 
+def calibration_size(ctx: Context) -> int:
+    """The ``calibration_size`` setting (a number of training images, or "all"), capped at the
+    train split's size and logged in the row as ``calibration_images``."""
+    size = ctx.setting("calibration_size", 1000)
+    if size != "all" and not isinstance(size, int):
+        raise ConfigError(f"calibration_size must be a number of images or \"all\", got {size!r}; fix the case's settings")
+    size = len(ctx.data.train) if size == "all" else min(size, len(ctx.data.train))
+    ctx.log["calibration_images"] = size
+    return size
+
+
+def calibration_batches(ctx: Context, size: int) -> Iterator[torch.Tensor]:
+    """``size`` training images, a seeded sample without augmentation (every PTQ method's sample)."""
+    if size < 1:
+        raise ConfigError(f"calibration_size must be at least 1, got {size}; fix the case's settings")
+    gen = torch.Generator().manual_seed(ctx.seed)
+    seen = 0
+    for x, _, _ in itertools.takewhile(lambda _: seen < size, iterate(ctx.data.train, ctx.data, 256,
+                                                                       shuffle=True, gen=gen)):
+        x = x[: size - seen]
+        seen += len(x)
+        yield x
+
+
 @torch.inference_mode()
 def calibrate(prepared: nn.Module, ctx: Context, size: int) -> None:
-    """Run ``size`` training images (a seeded sample, no augmentation) through the observers."""
-    gen = torch.Generator().manual_seed(ctx.seed)
-    batches = iterate(ctx.data.train, ctx.data, 256, shuffle=True, gen=gen)
-    seen = 0
-    for x, _, _ in itertools.takewhile(lambda _: seen < size, batches):
-        x = x[: size - seen]
+    """Run ``size`` training images through the observers."""
+    for x in calibration_batches(ctx, size):
         prepared(x)
-        seen += len(x)
 
 
 @register
@@ -69,5 +90,39 @@ class PTQInt8(Method):
         with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
             warnings.simplefilter("ignore", DeprecationWarning)
             prepared = prepare_fx(model, qconfig_mapping(ctx.setting("observer", "histogram")), example)
-            calibrate(prepared, ctx, int(ctx.setting("calibration_size", 1000)))
+            calibrate(prepared, ctx, calibration_size(ctx))
             return convert_fx(prepared)
+
+
+@register
+class QAT(Method):
+    """Quantization-aware training: fake-quant (x86 defaults: per-channel int8 weights, uint8
+    activations in 0..127) inserted by prepare_qat_fx, ``epochs`` of fine-tuning at the case's
+    recipe (BN still updating), then conversion to int8 kernels like quant_ptq_int8."""
+
+    name = "quant_qat"
+    family = "quant"
+    budget_kinds = ("bits", "bytes")
+    settings = {"epochs": 1}
+    cacheable = False  # converted modules do not pickle (see quant_ptq_int8)
+
+    def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
+        torch.backends.quantized.engine = BACKEND
+        example = (ctx.data.train.images[:1].float(),)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            prepared = prepare_qat_fx(model.train(), get_default_qat_qconfig_mapping(BACKEND), example)
+            result = fit(prepared, ctx.data, dataclasses.replace(ctx.recipe, epochs=int(ctx.setting("epochs", 1))),
+                         desc=self.name)
+            ctx.log.update(best_epoch=result.best_epoch, qat_val_top1=round(result.best_val_top1, 2))
+            return convert_fx(prepared.eval())
+
+
+@register
+class KDThenInt8(PTQInt8):
+    """The course pipeline: a distilled student (the case's ``from_case``, a distill-family case)
+    quantized by static int8 PTQ; its budget is usually a file size in bytes."""
+
+    name = "pipeline_kd_quant"
+    family = "pipeline"
+    upstream_family = "distill"
