@@ -9,21 +9,29 @@ import pytest
 import torch
 
 from slimbench import harness
-from slimbench.cases import Case, load_tier, select
+from slimbench.cases import Case, load_tier, select, shard
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--case", default=None, help="shell-style pattern over case ids, e.g. 'kd_*-digits-*'")
+    parser.addoption("--shard", default=None, help="i/n: run only the i-th of n stable shards of the cases")
     parser.addoption("--cached-only", action="store_true",
                      help="skip cases whose compressed model is not in the case cache (measure what "
                           "`slimbench compress` made, e.g. on a GPU machine)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    pattern = config.getoption("--case")
-    if not pattern:
+    pattern, part = config.getoption("--case"), config.getoption("--shard")
+    if not (pattern or part):
         return
-    keep = [i for i in items if not hasattr(i, "callspec") or select([i.callspec.params["case"]], pattern)]
+
+    def wanted(item: pytest.Item) -> bool:
+        if not hasattr(item, "callspec"):
+            return True
+        case = item.callspec.params["case"]
+        return bool(select([case], pattern)) and bool(shard([case], part))
+
+    keep = [i for i in items if wanted(i)]
     config.hook.pytest_deselected(items=[i for i in items if i not in keep])
     items[:] = keep
 

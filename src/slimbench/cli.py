@@ -49,6 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "--benchmark-columns=median,iqr,rounds", "-p", "no:cacheprovider"]
     argv += ["--case", args.case] if args.case else []
     argv += ["--cached-only"] if args.cached_only else []
+    argv += ["--shard", args.shard] if args.shard else []
     status = int(pytest.main(argv + args.pytest_args))
     if status != 0:  # a failed case's row must not reach the leaderboard
         print(f"slimbench: pytest exited with {status}; leaderboard of tier {args.tier} left unchanged",
@@ -114,16 +115,71 @@ def cmd_report(args: argparse.Namespace) -> None:
     report(args.tier, Path(args.source or default_paths().results(args.tier) / "benchmark.json"))
 
 
-def cmd_readme(args: argparse.Namespace) -> None:
-    """Refresh the README's leaderboard excerpt from a committed leaderboard (no rerun)."""
+def cmd_merge(args: argparse.Namespace) -> None:
+    """Join shard results into the tier's leaderboard (refusing a case found in two shards)."""
+    from . import leaderboard
+    from .cases import expand_cases
+    from .config import default_paths
+
+    paths = default_paths()
+    rows = leaderboard.merge_sources([Path(p) for p in args.sources])
+    board = leaderboard.update(paths.results(args.tier), args.tier, rows,
+                               [c.case_id for c in expand_cases(args.tier, paths)], paths.root)
+    print(f"{args.tier}: {len(rows)} row(s) from {len(args.sources)} shard file(s) -> "
+          f"{paths.results(args.tier)}/leaderboard.json ({len(board['rows'])} rows)")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Markdown regression report of NEW against OLD; exit 1 on a regression, 2 on unreadable input."""
+    from . import compare
+    from .config import default_paths, load_params
+    from .fileio import write_text
+
+    paths = default_paths()
+    if not (args.old and args.new) and not args.tier:
+        raise SlimbenchError("compare needs OLD and NEW, or --tier T (baselines/T.json against "
+                             "results/T/leaderboard.json); fix: add one of them")
+    old = Path(args.old or paths.root / "baselines" / f"{args.tier}.json")
+    new = Path(args.new or paths.results(args.tier) / "leaderboard.json")
+    given = {"top1_drop": args.top1_drop, "latency_ratio": args.latency_ratio}
+    thresholds = {**load_params(paths.root).get("compare", {}), **{k: v for k, v in given.items() if v is not None}}
+    (old_rows, old_env), (new_rows, new_env) = compare.load_rows(old), compare.load_rows(new)
+    report = compare.compare(old_rows, new_rows, old_env, new_env, thresholds)
+    text = compare.render(report, str(old), str(new))
+    if args.out:
+        write_text(Path(args.out), text)
+    print(text)
+    return 1 if report.regressions else 0
+
+
+def committed_board(tier: str):
+    """(paths, path, board) of results/<tier>/leaderboard.json; a clear error when it is missing."""
     from . import leaderboard
     from .config import default_paths
 
     paths = default_paths()
-    source = paths.results(args.tier) / "leaderboard.json"
+    source = paths.results(tier) / "leaderboard.json"
     board = leaderboard.load(source)
     if board is None:
-        raise SlimbenchError(f"no leaderboard at {source}; fix: run `slimbench run --tier {args.tier}` first")
+        raise SlimbenchError(f"no leaderboard at {source}; fix: run `slimbench run --tier {tier}` first")
+    return paths, source, board
+
+
+def cmd_baseline(args: argparse.Namespace) -> None:
+    """Copy results/<tier>/leaderboard.json to baselines/<tier>.json (what nightly compares against)."""
+    from .fileio import write_json
+
+    paths, source, board = committed_board(args.tier)
+    target = paths.root / "baselines" / f"{args.tier}.json"
+    write_json(target, board)
+    print(f"{target} <- {source} ({len(board['rows'])} rows, commit {board.get('commit')})")
+
+
+def cmd_readme(args: argparse.Namespace) -> None:
+    """Refresh the README's leaderboard excerpt from a committed leaderboard (no rerun)."""
+    from . import leaderboard
+
+    paths, source, board = committed_board(args.tier)
     leaderboard.update_readme_excerpt(paths.root / "README.md", board, args.datasets)
     print(f"README.md excerpt refreshed from {source}")
 
@@ -174,8 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="only write the benchmark JSON")
     p.add_argument("--cached-only", action="store_true",
                    help="measure only cases whose model is cached (made by `slimbench compress`); skip the rest")
+    p.add_argument("--shard", default=None, help="i/n: only the i-th of n stable shards of the cases "
+                   "(merge the shards' --benchmark-json files with `slimbench merge`)")
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments after --")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("merge", help="join shard results (benchmark or leaderboard JSONs) into a tier's leaderboard")
+    p.add_argument("--tier", required=True)
+    p.add_argument("sources", nargs="+", help="the shards' --benchmark-json files")
+    p.set_defaults(func=cmd_merge)
+    p = sub.add_parser("compare", help="regression report of NEW against OLD (exit 1: regression, 2: unreadable)")
+    p.add_argument("old", nargs="?", help="baseline leaderboard JSON (default: baselines/<tier>.json)")
+    p.add_argument("new", nargs="?", help="new leaderboard JSON (default: results/<tier>/leaderboard.json)")
+    p.add_argument("--tier", default=None)
+    p.add_argument("--top1-drop", type=float, default=None, help="points (default: params.yaml compare.top1_drop)")
+    p.add_argument("--latency-ratio", type=float, default=None, help="default: params.yaml compare.latency_ratio")
+    p.add_argument("--out", default=None, help="also write the Markdown report here")
+    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("baseline", help="refresh baselines/<tier>.json from results/<tier>/leaderboard.json")
+    p.add_argument("--tier", required=True)
+    p.set_defaults(func=cmd_baseline)
     p = sub.add_parser("compress", help="train/compress a tier's cases into the cache, no measuring")
     p.add_argument("--tier", required=True)
     p.add_argument("--case", default=None, help="shell-style pattern over case ids")
@@ -205,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command in ("run", "compress"):
+        if args.command in ("run", "compress", "merge", "baseline"):
             from .cases import load_tier
 
             load_tier(args.tier)  # unknown tiers fail before pytest starts

@@ -26,6 +26,7 @@ from .budgets import Budget
 from .cases import Case, Tier, expand_cases
 from .config import Paths, default_paths
 from .datasets import DataSplits, load_splits
+from .environment import fingerprint
 from .errors import ConfigError
 from .methods import METHODS, Context
 from .models import build_model_for
@@ -204,6 +205,12 @@ def inference_fn(model: nn.Module):
     return forward
 
 
+def row_environment() -> dict[str, Any]:
+    """What a row's numbers depend on besides the case: torch, CPU, threads, commit, dirty tree."""
+    env = fingerprint(default_paths().root)
+    return {k: env[k] for k in ("torch", "cpu", "threads", "quantized_engine", "commit", "dirty")}
+
+
 def measure(case: Case, outcome: Outcome, tier: Tier, latency_ms: float | None = None) -> dict[str, Any]:
     """The leaderboard row of a case: cost metrics measured now plus the cached quality numbers."""
     model, reference, data = outcome.model, outcome.reference, outcome.data
@@ -226,7 +233,7 @@ def measure(case: Case, outcome: Outcome, tier: Tier, latency_ms: float | None =
         "latency_ms_batch": round(own_batch_ms, 4), "speedup": round(ref_ms / own_ms, 3),
         "seed": case.seed, "train_seconds": q["train_seconds"],
         "study": case.study, "group_id": case.group_id, "trained_on": q.get("trained_on", "cpu"),
-        "tag": case.tag, "from_case": case.from_case,
+        "tag": case.tag, "from_case": case.from_case, "environment": row_environment(),
         # keys beyond the contract
         "tier": case.tier, "num_classes": data.num_classes, "weight_bits": metrics.weight_bits(model), "batch_size": tier.batch_size,
         "threads": torch.get_num_threads(), "reference_latency_ms": round(ref_ms, 4),

@@ -18,7 +18,7 @@ from tabulate import tabulate
 from .environment import fingerprint
 from .errors import ConfigError
 from .fileio import write_json, write_text
-from .plots import calibration_curves, rate_curves
+from .plots import calibration_curves, pareto_plots, rate_curves
 
 ROW_KEYS = ("case_id", "method", "family", "dataset", "model", "teacher", "budget_kind", "budget_value",
             "budget_met", "top1", "val_top1", "reference_top1", "top1_delta", "params", "nonzero_params",
@@ -46,6 +46,25 @@ def rows_from_benchmark_json(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def merge_sources(paths: list[Path]) -> list[dict[str, Any]]:
+    """Rows of several shard results (pytest-benchmark JSONs from `slimbench run --shard`, or
+    leaderboard JSONs); a case in more than one of them is refused, whether or not the rows agree."""
+    rows: list[dict[str, Any]] = []
+    where: dict[str, Path] = {}
+    for path in paths:
+        board = load(Path(path)) if Path(path).is_file() else None
+        if board is None:
+            raise ConfigError(f"no shard result at {path}; fix: pass the files `slimbench run --shard` wrote")
+        shard_rows = board["rows"] if "rows" in board else rows_from_benchmark_json(Path(path))
+        for row in shard_rows:
+            if row["case_id"] in where:
+                raise ConfigError(f"case {row['case_id']} is in both {where[row['case_id']]} and {path}; fix: "
+                                  "merge each shard once (shards from one `--shard i/n` split never overlap)")
+            where[row["case_id"]] = Path(path)
+            rows.append(row)
+    return rows
+
+
 def load(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
@@ -69,12 +88,23 @@ def update(results_dir: Path, tier: str, new_rows: list[dict[str, Any]], valid_i
         env["threads"] = threads[0] if len(threads) == 1 else threads
     board = {"tier": tier, "commit": env["commit"], "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "environment": env, "rows": rows, "summary": summarize(rows)}
-    plots = rate_curves(rows, results_dir / "plots") + calibration_curves(rows, results_dir / "plots")
+    out = results_dir / "plots"
+    plots = pareto_plots(rows, out) + rate_curves(rows, out) + calibration_curves(rows, out)
     board["plots"] = [str(path.relative_to(results_dir)) for path in plots]
     write_json(results_dir / "leaderboard.json", board)
+    write_json(results_dir / "metrics.json", dvc_metrics(rows))
     write_text(results_dir / "leaderboard.csv", render_csv(rows))
     write_text(results_dir / "LEADERBOARD.md", render_markdown(board))
     return board
+
+
+METRIC_KEYS = ("top1", "val_top1", "params", "nonzero_params", "size_bytes", "macs", "latency_ms", "speedup",
+               "speedup_batch")
+
+
+def dvc_metrics(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Numbers by case id (a flat mapping `dvc metrics diff` can compare between commits)."""
+    return {r["case_id"]: {k: r[k] for k in METRIC_KEYS if isinstance(r.get(k), (int, float))} for r in rows}
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

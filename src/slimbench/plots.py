@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
 
 
 def rate_curves(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
@@ -27,13 +28,8 @@ def rate_curves(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         dense = [r for r in rows if r["dataset"] == dataset and r["method"] == "reference"]
         if dense:
             ax.axhline(dense[0]["val_top1"], color="grey", linestyle="--", label="dense reference")
-        ax.set(xscale="log", xlabel="non-zero parameters", ylabel="validation top-1 (%)",
-               title=f"Pruning rate curves: {dataset}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        path = out_dir / f"rate_curves_{dataset}.png"
-        _save(fig, path)
-        written.append(path)
+        written.append(_finish(fig, ax, out_dir / f"rate_curves_{dataset}.png", xlabel="non-zero parameters",
+                               ylabel="validation top-1 (%)", title=f"Pruning rate curves: {dataset}"))
     return written
 
 
@@ -70,14 +66,18 @@ def calibration_curves(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
                            and r.get("method_log", {}).get("calibration_images")), None)
         if float_top1 is not None:
             ax.axhline(float_top1, color="grey", linestyle="--", label="float32 model")
-        ax.set(xscale="log", xlabel="calibration images", ylabel="test top-1 (%)",
-               title=f"int8 PTQ calibration: {model} on {dataset}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        path = out_dir / f"calibration_{dataset}_{model}.png"
-        _save(fig, path)
-        written.append(path)
+        written.append(_finish(fig, ax, out_dir / f"calibration_{dataset}_{model}.png", xlabel="calibration images",
+                               ylabel="test top-1 (%)", title=f"int8 PTQ calibration: {model} on {dataset}"))
     return written
+
+
+def _finish(fig, ax, path: Path, **labels: str) -> Path:
+    """Log x axis, labels, grid and legend of a one-panel figure, then save it; returns the path."""
+    ax.set(xscale="log", **labels)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return path
 
 
 def _save(fig, path: Path) -> None:
@@ -85,3 +85,49 @@ def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120, metadata={"Software": None})  # no version stamp: stable bytes
     plt.close(fig)
+
+
+PARETO_AXES = (("nonzero_params", "non-zero parameters"), ("size_bytes", "size (bytes, as saved)"), ("latency_ms", "latency at batch 1 (ms)"))
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both cost (lower x) and top-1 (higher y), by cost."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def pareto_plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Per dataset: top-1 vs params, size and latency, one colour per family, the Pareto front drawn."""
+    written = []
+    for dataset in sorted({r["dataset"] for r in rows}):
+        mine = [r for r in rows if r["dataset"] == dataset]
+        families = sorted({r["family"] for r in mine})
+        colours = {f: plt.get_cmap("tab10")(i) for i, f in enumerate(families)}
+        fig, axes = plt.subplots(1, len(PARETO_AXES), figsize=(15, 4.2), sharey=True)
+        for ax, (key, label) in zip(axes, PARETO_AXES):
+            for family in families:
+                pts = [(r[key], r["top1"]) for r in mine if r["family"] == family and r.get(key)]
+                if pts:
+                    ax.scatter(*zip(*pts), s=18, color=colours[family], label=family, alpha=0.8)
+            front = pareto_front([(r[key], r["top1"]) for r in mine if r.get(key)])
+            if front:
+                ax.step(*zip(*front), where="post", color="black", linewidth=1, label="Pareto front")
+            xs = [r[key] for r in mine if r.get(key)]
+            if xs and max(xs) > 10 * min(xs):  # log only where the costs span a decade
+                ax.set_xscale("log")
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(5))
+                if key != "latency_ms":  # counts: 100 k, 1 M
+                    ax.xaxis.set_major_formatter(EngFormatter())
+            ax.set_xlabel(label)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("test top-1 (%)")
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{dataset}: accuracy against cost (every case of the tier)")
+        path = out_dir / f"pareto_{dataset}.png"
+        _save(fig, path)
+        written.append(path)
+    return written
