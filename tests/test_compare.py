@@ -106,3 +106,22 @@ def test_the_pareto_front_keeps_only_undominated_points():
     from slimbench.plots import pareto_front
     points = [(10, 80.0), (20, 85.0), (15, 79.0), (30, 84.0), (40, 90.0), (10, 70.0)]
     assert pareto_front(points) == [(10, 80.0), (20, 85.0), (40, 90.0)]
+
+
+def test_calibration_curves_need_two_sizes_per_line(tmp_path):
+    from slimbench.plots import calibration_curves
+
+    def q(size, top1, observer="minmax"):
+        return {"family": "quant", "dataset": "d", "model": "m", "method": "quant_ptq_int8", "top1": top1,
+                "reference_top1": 90.0, "settings": {"observer": observer},
+                "method_log": {"calibration_images": size}}
+
+    assert calibration_curves([q(100, 80.0), q(1000, 81.0, "histogram")], tmp_path) == []  # one size per line
+    (path,) = calibration_curves([q(100, 80.0), q(1000, 81.0), q(100, 79.0, "histogram")], tmp_path)
+    assert path.name == "calibration_d_m.png" and path.stat().st_size > 0
+
+
+def test_dvc_metrics_are_numbers_by_case():
+    rows = [{**row("a"), "val_top1": 91.0, "nonzero_params": 50, "speedup": 1.5, "speedup_batch": None}]
+    assert leaderboard.dvc_metrics(rows) == {"a": {"top1": 90.0, "val_top1": 91.0, "params": 100, "nonzero_params": 50,
+                                                   "size_bytes": 400, "macs": 50, "latency_ms": 1.0, "speedup": 1.5}}

@@ -231,6 +231,7 @@ def test_a_case_can_start_from_another_cases_model(project):
                          "from_case": "prune_global_magnitude-digits-sparsity90"})
     cases = {c.case_id: c for c in expand_cases("mini", project)}
     upstream, chained = cases["prune_global_magnitude-digits-sparsity90"], cases["prune_global_magnitude-digits-sparsity95-more"]
+    assert (chained.model, chained.teacher) == (upstream.model, upstream.teacher)  # the upstream's lineage
     assert harness.compress_case(chained, project, cached_only=True) is None  # upstream not made yet
     first = harness.compress_case(upstream, project)
     outcome = harness.compress_case(chained, project)

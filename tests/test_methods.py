@@ -99,3 +99,15 @@ def test_arch_dwsep_sizes_to_the_budget(digits, digits_model):
     student = METHODS.get("arch_dwsep")(digits_model, Budget("params", 15_000), ctx)
     assert metrics.count_params(student) <= 15_000 and ctx.log["width"] > 0
     assert any(m.groups == m.in_channels > 1 for m in student.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
+def test_training_and_latency_run_on_a_gpu(digits, monkeypatch):
+    from slimbench.training import fit
+    monkeypatch.setenv("SLIMBENCH_DEVICE", "cuda")
+    model = get_model("fashion_cnn", num_classes=10, in_channels=1, image_size=8)
+    result = fit(model, digits, Recipe(epochs=1, lr=0.05, batch_size=64))
+    assert result.best_val_top1 > 50 and next(model.parameters()).device.type == "cpu"  # back on the CPU
+    x = torch.randn(4, 1, 8, 8, device="cuda")
+    first, second = metrics.paired_latency_ms(model.cuda(), copy.deepcopy(model), x, rounds=3, warmup=1)
+    assert first > 0 and second > 0

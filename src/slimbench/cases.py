@@ -102,7 +102,7 @@ def expand_cases(tier_name: str, paths: Paths | None = None) -> list[Case]:
 
 
 def _chain(case: Case, by_id: dict[str, Case]) -> Case:
-    """Check a ``from_case`` link (exists, same dataset, no loop) and take the upstream's model."""
+    """Check a ``from_case`` link (exists, same dataset, no loop) and take the upstream's model and teacher."""
     upstream, seen = by_id.get(case.from_case), {case.case_id}
     if upstream is None:
         raise ConfigError(f"case {case.case_id}: from_case {case.from_case!r} is not a case of tier {case.tier}; "
@@ -120,7 +120,7 @@ def _chain(case: Case, by_id: dict[str, Case]) -> Case:
             raise ConfigError(f"case {case.case_id}: from_case links loop through {link.case_id}; fix: break the loop")
         seen.add(link.case_id)
         link = by_id.get(link.from_case)
-    return replace(case, model=upstream.model, model_kwargs=upstream.model_kwargs)
+    return replace(case, model=upstream.model, model_kwargs=upstream.model_kwargs, teacher=upstream.teacher)
 
 
 def _expand_entry(tier: Tier, entry: dict, where: str) -> list[Case]:

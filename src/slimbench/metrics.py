@@ -165,9 +165,12 @@ def paired_latency_ms(first: nn.Module, second: nn.Module, example: torch.Tensor
         first(example)
         second(example)
     times: tuple[list[float], list[float]] = ([], [])
+    sync = torch.cuda.synchronize if example.is_cuda else (lambda: None)  # GPU kernels run asynchronously
     for _ in range(rounds):
         for model, bucket in ((first, times[0]), (second, times[1])):
+            sync()
             start = time.perf_counter()
             model(example)
+            sync()
             bucket.append(time.perf_counter() - start)
     return statistics.median(times[0]) * 1000.0, statistics.median(times[1]) * 1000.0

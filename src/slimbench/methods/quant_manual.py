@@ -37,7 +37,7 @@ RELUS = (F.relu, torch.relu)
 ADDS = (operator.add, torch.add)
 # Ops that act on the integers and keep their input's scale and zero-point.
 KEEP_QPARAMS = (operator.getitem, torch.flatten, F.adaptive_avg_pool2d, F.max_pool2d, F.pad, "flatten",
-                "view", "reshape", "contiguous", "size")
+                "view", "reshape", "contiguous")
 KEEP_MODULES = (nn.Flatten, nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.Dropout, nn.Identity)
 
 
@@ -205,19 +205,26 @@ def _sole_user_is_relu(node: fx.Node) -> bool:
 
 
 def _fused_into(relu: fx.Node) -> bool:
-    """Whether this ReLU was applied already by the layer or add before it."""
+    """Whether this ReLU was applied already by the layer or add it alone follows."""
     producer = relu.args[0]
-    return isinstance(producer, fx.Node) and _sole_user_is_relu(producer)
+    return isinstance(producer, fx.Node) and _requantizes(producer) and _sole_user_is_relu(producer)
+
+
+def _requantizes(node: fx.Node) -> bool:
+    """Layers and additions: the ops that compute new values and quantize them to fresh qparams."""
+    if node.op == "call_module":
+        return isinstance(node.graph.owning_module.get_submodule(node.target), (nn.Conv2d, nn.Linear, IntLayer))
+    return node.op == "call_function" and node.target in ADDS
 
 
 def quantization_points(gm: fx.GraphModule) -> list[fx.Node]:
     """Nodes whose output gets its own qparams: the input, layers and adds (after a ReLU that
     only they feed, whose range is then the one observed)."""
-    modules = dict(gm.named_modules())
     points = []
     for node in gm.graph.nodes:
-        is_layer = node.op == "call_module" and isinstance(modules[node.target], (nn.Conv2d, nn.Linear))
-        if node.op == "placeholder" or is_layer or (node.op == "call_function" and node.target in ADDS):
+        if node.op == "placeholder":
+            points.append(node)
+        elif _requantizes(node):
             points.append(next(iter(node.users)) if _sole_user_is_relu(node) else node)
     return points
 
