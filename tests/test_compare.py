@@ -12,9 +12,9 @@ from slimbench.errors import ConfigError
 ENV = {"torch": "2.14.1", "cpu": "x86 test cpu", "threads": 2, "commit": "abc", "dirty": False}
 
 
-def row(case_id, top1=90.0, latency=1.0, met=True):
+def row(case_id, top1=90.0, latency=1.0, met=True, reference_latency=2.0):
     return {"case_id": case_id, "top1": top1, "budget_met": met, "params": 100, "size_bytes": 400, "macs": 50,
-            "latency_ms": latency, "latency_ms_batch": 10 * latency}
+            "latency_ms": latency, "latency_ms_batch": 10 * latency, "speedup": reference_latency / latency}
 
 
 def board(*rows, env=ENV):
@@ -47,12 +47,13 @@ def test_a_planted_top1_drop_fails_and_is_named(files, capsys):
 
 
 def test_budget_flips_and_slower_latency_are_regressions_on_the_same_machine():
-    old = {"a": row("a"), "b": row("b")}
-    new = {"a": row("a", met=False), "b": row("b", latency=1.2)}
+    old = {"a": row("a"), "b": row("b"), "c": row("c")}
+    new = {"a": row("a", met=False), "b": row("b", latency=1.2),
+           "c": row("c", latency=1.5, reference_latency=3.0)}  # a slower machine: the reference slowed too
     report = compare.compare(old, new, ENV, ENV)
-    assert report.regressions == ["a: budget met -> not met", "b: latency x1.2 (> 1.1)"]
+    assert report.regressions == ["a: budget met -> not met", "b: latency x1.2 relative to the reference (> 1.1)"]
     other = {**ENV, "cpu": "another cpu"}
-    report = compare.compare(old, new, ENV, other)  # timings from another machine are not judged
+    report = compare.compare(old, new, ENV, other)  # timings from another machine are not judged at all
     assert report.regressions == ["a: budget met -> not met"] and not report.timing_comparable
     assert report.environment_diff["cpu"] == ("x86 test cpu", "another cpu")
     assert "not judged" in compare.render(report, "old", "new")
