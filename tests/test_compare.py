@@ -114,10 +114,11 @@ def test_calibration_curves_need_two_sizes_per_line(tmp_path):
 
     def q(size, top1, observer="minmax"):
         return {"family": "quant", "dataset": "d", "model": "m", "method": "quant_ptq_int8", "top1": top1,
-                "reference_top1": 90.0, "settings": {"observer": observer},
+                "reference_top1": 90.0, "settings": {"observer": observer}, "study": "Q1",
                 "method_log": {"calibration_images": size}}
 
     assert calibration_curves([q(100, 80.0), q(1000, 81.0, "histogram")], tmp_path) == []  # one size per line
+    assert calibration_curves([q(100, 80.0), q(100, 81.0)], tmp_path) == []  # a sweep of something else
     (path,) = calibration_curves([q(100, 80.0), q(1000, 81.0), q(100, 79.0, "histogram")], tmp_path)
     assert path.name == "calibration_d_m.png" and path.stat().st_size > 0
 

@@ -46,17 +46,18 @@ def _line(row: dict[str, Any]) -> str:
 
 def calibration_curves(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """Test top-1 (y) vs calibration images (x), one line per PTQ method and observer, per dataset
-    and model; only where a line has two or more calibration sizes."""
+    and model, from the rows of studies; only lines with one row per size and two or more sizes
+    (an alpha sweep at one size is not a calibration curve)."""
     lines: dict[tuple, list[tuple[int, float]]] = {}
     for r in rows:
         images = r.get("method_log", {}).get("calibration_images")
-        if r["family"] == "quant" and images:
+        if r["family"] == "quant" and images and r.get("study"):
             key = (r["dataset"], r["model"], f"{r['method']} ({r['settings'].get('observer', 'minmax')})")
             lines.setdefault(key, []).append((images, r["top1"]))
     written = []
     for dataset, model in sorted({(d, m) for d, m, _ in lines}):
         curves = {label: sorted(points) for (d, m, label), points in lines.items()
-                  if (d, m) == (dataset, model) and len(points) > 1}
+                  if (d, m) == (dataset, model) and len({x for x, _ in points}) == len(points) > 1}
         if not curves:
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
