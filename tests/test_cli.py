@@ -12,7 +12,7 @@ def test_list_commands(capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["run", "--tier", "nightly"], "unknown tier 'nightly'; valid tiers: paper, smoke, standard"),
+    (["run", "--tier", "nightly"], "unknown tier 'nightly'; valid tiers: latency1, paper, smoke, standard"),
     (["run", "--tier", "smoke", "--case", "zzz*"], "no case of tier smoke matches 'zzz*'"),
     (["prepare", "mnist"], "unknown dataset 'mnist'; valid datasets:"),
     (["teacher", "nobody"], "unknown teacher 'nobody'; valid teachers:"),
