@@ -96,17 +96,23 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def report(tier: str, json_path: Path) -> None:
+def publish(tier: str, rows: list[dict], source: str) -> None:
+    """Merge ``rows`` into results/<tier>/ (leaderboard JSON, CSV, Markdown, plots)."""
     from . import leaderboard
     from .cases import expand_cases
     from .config import default_paths
 
     paths = default_paths()
-    rows = leaderboard.rows_from_benchmark_json(json_path)
     board = leaderboard.update(paths.results(tier), tier, rows, [c.case_id for c in expand_cases(tier, paths)],
                                paths.root)
-    print(f"{tier}: {len(rows)} case(s) from {json_path} -> {paths.results(tier)}/leaderboard.json "
+    print(f"{tier}: {len(rows)} case(s) from {source} -> {paths.results(tier)}/leaderboard.json "
           f"({len(board['rows'])} rows)")
+
+
+def report(tier: str, json_path: Path) -> None:
+    from . import leaderboard
+
+    publish(tier, leaderboard.rows_from_benchmark_json(json_path), str(json_path))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -118,15 +124,9 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_merge(args: argparse.Namespace) -> None:
     """Join shard results into the tier's leaderboard (refusing a case found in two shards)."""
     from . import leaderboard
-    from .cases import expand_cases
-    from .config import default_paths
 
-    paths = default_paths()
     rows = leaderboard.merge_sources([Path(p) for p in args.sources])
-    board = leaderboard.update(paths.results(args.tier), args.tier, rows,
-                               [c.case_id for c in expand_cases(args.tier, paths)], paths.root)
-    print(f"{args.tier}: {len(rows)} row(s) from {len(args.sources)} shard file(s) -> "
-          f"{paths.results(args.tier)}/leaderboard.json ({len(board['rows'])} rows)")
+    publish(args.tier, rows, f"{len(args.sources)} shard file(s)")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -85,10 +85,10 @@ def weight_bits(model: nn.Module) -> int:
     bits = 0
     for module in model.modules():
         stored = getattr(module, "_buffers", {}).get("qweight")
-        w = stored if stored is not None else _stored(module, "weight")
-        if stored is not None or (w is not None and (_is_conv(module) or _is_linear(module))
-                                  and not _weight_is_derived(module)):
-            bits = max(bits, w.element_size() * 8)
+        if stored is None and (_is_conv(module) or _is_linear(module)) and not _weight_is_derived(module):
+            stored = _stored(module, "weight")
+        if stored is not None:
+            bits = max(bits, stored.element_size() * 8)
     return bits
 
 

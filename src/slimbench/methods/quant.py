@@ -44,8 +44,9 @@ def calibration_size(ctx: Context) -> int:
     """The ``calibration_size`` setting (a number of training images, or "all"), capped at the
     train split's size and logged in the row as ``calibration_images``."""
     size = ctx.setting("calibration_size", 1000)
-    if size != "all" and not isinstance(size, int):
-        raise ConfigError(f"calibration_size must be a number of images or \"all\", got {size!r}; fix the case's settings")
+    if size != "all" and not (isinstance(size, int) and size >= 1):
+        raise ConfigError(f"calibration_size must be a number of images (at least 1) or \"all\", got {size!r}; "
+                          "fix the case's settings")
     size = len(ctx.data.train) if size == "all" else min(size, len(ctx.data.train))
     ctx.log["calibration_images"] = size
     return size
@@ -53,8 +54,6 @@ def calibration_size(ctx: Context) -> int:
 
 def calibration_batches(ctx: Context, size: int) -> Iterator[torch.Tensor]:
     """``size`` training images, a seeded sample without augmentation (every PTQ method's sample)."""
-    if size < 1:
-        raise ConfigError(f"calibration_size must be at least 1, got {size}; fix the case's settings")
     gen = torch.Generator().manual_seed(ctx.seed)
     seen = 0
     for x, _, _ in itertools.takewhile(lambda _: seen < size, iterate(ctx.data.train, ctx.data, 256,

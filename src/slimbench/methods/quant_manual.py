@@ -11,12 +11,13 @@ layers accumulate (q_x - z_x) * q_w exactly, then requantize with the float mult
 s_x * s_w / s_out, as fbgemm does. Exactness: float32 represents every integer below 2**24, so
 a float32 conv of integers is exact while |x| * |w| * fan-in stays below that; the int8 weight
 is split into two base-16 digits (w = 16 * high + low) whose convolutions each stay below it,
-and are combined in float64. Additions rescale in
-float and requantize; shape ops and pooling act on the integers and keep their input's qparams.
+and are combined in float64. Additions rescale in float and requantize; shape ops and pooling
+act on the integers and keep their input's qparams.
 """
 
 from __future__ import annotations
 
+import copy
 import operator
 from dataclasses import dataclass
 
@@ -168,10 +169,9 @@ class IntegerModel(nn.Module):
             return (q if _fused_into(node) else torch.clamp_min(q, p.zero_point)), p
         if target in ADDS:
             (qa, pa), (qb, pb) = arg(0), arg(1)
-            relu = _sole_user_is_relu(node)
-            out = self.act_qparams[(next(iter(node.users)) if relu else node).name]
+            out = self.act_qparams[_output_point(node).name]
             total = pa.dequantize(qa).double() + pb.dequantize(qb).double()
-            return torch.clamp(out.quantize(total), out.zero_point if relu else 0, out.qmax), out
+            return torch.clamp(out.quantize(total), out.zero_point if _sole_user_is_relu(node) else 0, out.qmax), out
         if target in KEEP_QPARAMS or isinstance(target, KEEP_MODULES):
             return _keep_qparams(node, target, arg, values)
         raise ConfigError(f"quant_ptq_manual cannot run op {node.target!r} of node {node.name}; "
@@ -217,16 +217,15 @@ def _requantizes(node: fx.Node) -> bool:
     return node.op == "call_function" and node.target in ADDS
 
 
+def _output_point(node: fx.Node) -> fx.Node:
+    """Where a layer's or addition's output is quantized: after the ReLU it alone feeds, if any."""
+    return next(iter(node.users)) if _sole_user_is_relu(node) else node
+
+
 def quantization_points(gm: fx.GraphModule) -> list[fx.Node]:
-    """Nodes whose output gets its own qparams: the input, layers and adds (after a ReLU that
-    only they feed, whose range is then the one observed)."""
-    points = []
-    for node in gm.graph.nodes:
-        if node.op == "placeholder":
-            points.append(node)
-        elif _requantizes(node):
-            points.append(next(iter(node.users)) if _sole_user_is_relu(node) else node)
-    return points
+    """Nodes whose output gets its own qparams: the input, and layers and adds (at their output point)."""
+    return [node if node.op == "placeholder" else _output_point(node)
+            for node in gm.graph.nodes if node.op == "placeholder" or _requantizes(node)]
 
 
 class _RangeRecorder(fx.Interpreter):
@@ -252,21 +251,19 @@ def observe_ranges(gm: fx.GraphModule, points: list[fx.Node], batches) -> dict[s
     return observers
 
 
-def build_integer_model(float_model: nn.Module, observers: dict[str, RangeObserver], qmax: int,
+def build_integer_model(fused: fx.GraphModule, observers: dict[str, RangeObserver], qmax: int,
                         alpha: float) -> IntegerModel:
-    """Replace each conv/linear of the BN-folded trace with an IntLayer and fix all qparams."""
-    gm = fuse(float_model.eval())
+    """A copy of the BN-folded trace with each conv/linear replaced by an IntLayer, all qparams fixed."""
+    gm = copy.deepcopy(fused)
     qparams = {name: affine_qparams(o.low, o.high, qmax, alpha) for name, o in observers.items()}
     modules = dict(gm.named_modules())
-    layer_out = {}
+    in_layers = set()
     for node in gm.graph.nodes:
         if node.op == "call_module" and isinstance(modules[node.target], (nn.Conv2d, nn.Linear)):
-            relu = _sole_user_is_relu(node)
-            point = next(iter(node.users)) if relu else node
-            gm.set_submodule(node.target, IntLayer(modules[node.target], qparams[point.name], relu))
-            layer_out[point.name] = True
-    outside = {name: p for name, p in qparams.items() if name not in layer_out}
-    return IntegerModel(gm, outside)
+            point = _output_point(node)
+            gm.set_submodule(node.target, IntLayer(modules[node.target], qparams[point.name], point is not node))
+            in_layers.add(point.name)
+    return IntegerModel(gm, {name: p for name, p in qparams.items() if name not in in_layers})
 
 
 @register
@@ -288,7 +285,7 @@ class ManualPTQ(Method):
         gm = fuse(model.eval())
         points = quantization_points(gm)
         observers = observe_ranges(gm, points, calibration_batches(ctx, calibration_size(ctx)))
-        candidates = {a: build_integer_model(model, observers, qmax, a) for a in alphas}
+        candidates = {a: build_integer_model(gm, observers, qmax, a) for a in alphas}
         if len(alphas) == 1:
             return candidates[alphas[0]]
         val = {a: evaluate(m, ctx.data.val, ctx.data) for a, m in candidates.items()}
