@@ -1,6 +1,7 @@
 """The benchmark matrix: one parametrized test per case of a tier, timed by pytest-benchmark.
 
-Select a tier with `-m smoke|standard|paper` and cases with `--case GLOB`.
+Select a tier with `-m smoke|standard|...` or `--tier NAME` (default: smoke, the quick matrix)
+and cases with `--case GLOB`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,33 @@ from slimbench import harness
 from slimbench.cases import Case, load_tier, select, shard
 
 
+DEFAULT_TIER = "smoke"
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--tier", default=None, help=f"run this tier's cases (same as -m NAME; default {DEFAULT_TIER})")
     parser.addoption("--case", default=None, help="shell-style pattern over case ids, e.g. 'kd_*-digits-*'")
     parser.addoption("--shard", default=None, help="i/n: run only the i-th of n stable shards of the cases")
     parser.addoption("--cached-only", action="store_true",
                      help="skip cases whose compressed model is not in the case cache (measure what "
                           "`slimbench compress` made, e.g. on a GPU machine)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No tier chosen: run the smoke tier, not every tier's hours of training."""
+    tier = config.getoption("--tier")
+    if tier:
+        config.option.markexpr = tier
+    elif not config.option.markexpr:
+        config.option.markexpr = DEFAULT_TIER
+        config._slimbench_default_tier = True
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if getattr(config, "_slimbench_default_tier", False):
+        return [f"slimbench: no tier chosen, running the {DEFAULT_TIER} tier; `-m standard` or `--tier standard` "
+                "selects another (`slimbench list tiers`)"]
+    return [f"slimbench: cases selected by -m {config.option.markexpr!r}"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -51,8 +73,7 @@ def run_case(benchmark, request):
         output = benchmark.pedantic(forward, args=(example,), rounds=tier.latency_rounds,
                                     warmup_rounds=tier.latency_warmup, iterations=1)
         stats = getattr(benchmark, "stats", None)
-        latency = stats.stats.median * 1000 if stats else None
-        row = harness.measure(case, outcome, tier, latency_ms=latency)
+        row = harness.measure(case, outcome, tier, benchmark_ms=stats.stats.median * 1000 if stats else None)
         benchmark.extra_info.update(row)
         assert output.shape == (1, outcome.data.num_classes)
         return row

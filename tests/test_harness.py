@@ -257,3 +257,40 @@ def test_bad_from_case_links_are_clear_errors(project, entry, message):
     _add_cases(project, entry)
     with pytest.raises(ConfigError, match=message):
         expand_cases("mini", project)
+
+
+def test_the_same_case_retrained_from_an_empty_cache_gives_identical_weights(project):
+    """Determinism: seed, machine and thread count fix the weights, whatever the process drew before."""
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    params["tiers"]["mini"]["cases"].append({"method": "scratch", "model": "fashion_cnn", "datasets": ["digits"],
+                                             "model_kwargs": {"image_size": 8}, "budget": {"params": 100000},
+                                             "recipe": {"augment": "crop_flip"}})
+    (project.root / "params.yaml").write_text(yaml.safe_dump(params))
+    case = expand_cases("mini", project)[-1]
+    md5s, rows = [], []
+    for draws in (0, 17):
+        torch.rand(draws)  # a different state of the process's global generator
+        outcome = harness.compress_case(case, project)
+        assert not outcome.cache_hit
+        md5s.append(metrics.model_md5(outcome.model))
+        rows.append(harness.measure(case, outcome, load_tier("mini", project)))
+        (project.cache / "mini").rename(project.root / f"cache-{draws}")  # empty the cache again
+    assert md5s[0] == md5s[1] == rows[0]["model_md5"] == rows[1]["model_md5"]
+    assert rows[0]["top1"] == rows[1]["top1"] and rows[0]["predictions_md5"] == rows[1]["predictions_md5"]
+
+
+def test_the_thread_count_is_part_of_the_cache_key(project):
+    case = expand_cases("mini", project)[1]
+    assert harness.cache_key(case, "d", "t", threads=1) != harness.cache_key(case, "d", "t", threads=2)
+
+
+def test_rows_carry_intervals_and_provenance(project):
+    case = expand_cases("mini", project)[1]
+    row = harness.measure(case, harness.compress_case(case, project), load_tier("mini", project))
+    low, high = row["top1_ci95"]
+    assert low < row["top1"] < high and row["test_size"] == 359
+    assert row["speedup_ci95"][0] <= row["speedup_ci95"][1] and row["latency_ms_iqr"] >= 0
+    assert len(row["latency_samples_ms"]["b1"]["case"]) == row["latency_rounds"] == 3
+    for key in ("model_md5", "cache_key", "config_hash", "data_md5", "teacher_md5", "commit", "dirty"):
+        assert key in row, key
+    assert row["provenance"] == "measured" and row["threads_trained"] == torch.get_num_threads()

@@ -51,14 +51,47 @@ def test_weight_bits_of_a_float_model():
     assert metrics.weight_bits(get_model("fashion_cnn")) == 32
 
 
-def test_paired_latency_returns_one_median_per_model():
+def test_paired_latency_alternates_turns_abba_and_keeps_every_turn():
     calls = []
     first, second = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
-    first.register_forward_hook(lambda *a: calls.append("first"))
-    second.register_forward_hook(lambda *a: calls.append("second"))
-    a, b = metrics.paired_latency_ms(first, second, torch.randn(1, 4), rounds=3, warmup=1)
-    assert a > 0 and b > 0
-    assert calls == ["first", "second"] * 4  # alternated, warm-up included
+    first.register_forward_hook(lambda *a: calls.append("A"))
+    second.register_forward_hook(lambda *a: calls.append("B"))
+    timing = metrics.paired_latency(first, second, torch.randn(1, 4), rounds=4, warmup=1, min_turn_ms=0)
+    assert len(timing.reference_ms) == len(timing.case_ms) == 4 and min(timing.case_ms) > 0
+    assert timing.forwards_per_turn == 1
+    # warm-up AB, one probe each (AB), then turns A B | B A | A B | B A
+    assert "".join(calls) == "AB" + "AB" + "ABBAABBA"
+
+
+def test_paired_latency_turns_repeat_a_fast_model_up_to_the_minimum_turn_time():
+    calls = []
+    model = torch.nn.Linear(4, 4)
+    model.register_forward_hook(lambda *a: calls.append(1))
+    timing = metrics.paired_latency(model, copy.deepcopy(model), torch.randn(1, 4), rounds=2, warmup=0,
+                                    min_turn_ms=50.0)
+    assert timing.forwards_per_turn > 1  # a Linear(4, 4) forward takes far less than 50 ms
+    assert len(calls) == 2 + 4 * timing.forwards_per_turn  # (the copy keeps the hook) two probes, four turns
+
+
+def test_model_md5_follows_the_weights_not_the_object():
+    torch.manual_seed(0)
+    a = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    b = copy.deepcopy(a)
+    assert metrics.model_md5(a) == metrics.model_md5(b)
+    with torch.no_grad():
+        b[0].weight[0, 0] += 1e-7  # one float's last bits
+    assert metrics.model_md5(a) != metrics.model_md5(b)
+    b = copy.deepcopy(a)
+    b[1].num_batches_tracked += 1  # buffers count too
+    assert metrics.model_md5(a) != metrics.model_md5(b)
+
+
+def test_model_md5_reads_quantized_models():
+    from torch.ao.quantization import quantize_dynamic
+    torch.manual_seed(0)
+    q = quantize_dynamic(nn.Sequential(nn.Linear(8, 8)), {nn.Linear}, dtype=torch.qint8)
+    assert metrics.model_md5(q) == metrics.model_md5(copy.deepcopy(q))
+    assert len(metrics.model_md5(q)) == 32
 
 
 def test_zipped_size_shrinks_with_zeros_and_per_layer_counts_differences():

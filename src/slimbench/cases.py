@@ -164,10 +164,15 @@ def shard(cases: list[Case], spec: str | None) -> list[Case]:
     shard whatever else the tier holds, and every case is in exactly one shard."""
     if not spec:
         return cases
+    return [c for c in cases if in_shard(c.case_id, spec)]
+
+
+def in_shard(case_id: str, spec: str) -> bool:
+    """Whether ``case_id`` belongs to shard ``i/n``."""
     try:
         index, count = (int(part) for part in spec.split("/"))
         if not 1 <= index <= count:
             raise ValueError
     except ValueError:
         raise ConfigError(f"shard {spec!r} is not i/n with 1 <= i <= n; fix: e.g. --shard 2/4") from None
-    return [c for c in cases if int(hashlib.md5(c.case_id.encode()).hexdigest(), 16) % count == index - 1]
+    return int(hashlib.md5(case_id.encode()).hexdigest(), 16) % count == index - 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -68,11 +69,14 @@ def use_device(name: str | None) -> None:
 def cmd_compress(args: argparse.Namespace) -> int:
     """Train/compress a tier's cases into the case cache without measuring (e.g. on a GPU machine;
     a later `slimbench run` on the target machine reuses the models and measures them there)."""
+    import torch
+
     from . import harness
-    from .cases import expand_cases, select, shard
+    from .cases import expand_cases, load_tier, select, shard
     from .methods import METHODS
 
     use_device(args.device)
+    torch.set_num_threads(load_tier(args.tier).threads)  # the thread count is part of each model's cache key
     cases = shard(select(expand_cases(args.tier), args.case), args.shard)
     if not cases:
         raise SlimbenchError(f"no case of tier {args.tier} matches {args.case!r} (shard {args.shard}); "
@@ -130,8 +134,10 @@ def cmd_merge(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Markdown regression report of NEW against OLD; exit 1 on a regression, 2 on unreadable input."""
+    """Markdown regression report of NEW against OLD; exit 1 on a regression or a missing case, 2 on
+    unreadable input."""
     from . import compare
+    from .cases import in_shard
     from .config import default_paths, load_params
     from .fileio import write_text
 
@@ -139,17 +145,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not (args.old and args.new) and not args.tier:
         raise SlimbenchError("compare needs OLD and NEW, or --tier T (baselines/T.json against "
                              "results/T/leaderboard.json); fix: add one of them")
-    old = Path(args.old or paths.root / "baselines" / f"{args.tier}.json")
-    new = Path(args.new or paths.results(args.tier) / "leaderboard.json")
-    given = {"top1_drop": args.top1_drop, "latency_ratio": args.latency_ratio}
+    old_path = Path(args.old or paths.root / "baselines" / f"{args.tier}.json")
+    new_path = Path(args.new or paths.results(args.tier) / "leaderboard.json")
+    given = {"top1_drop": args.top1_drop, "latency_ratio": args.latency_ratio, "alpha": args.alpha}
     thresholds = {**load_params(paths.root).get("compare", {}), **{k: v for k, v in given.items() if v is not None}}
-    (old_rows, old_env), (new_rows, new_env) = compare.load_rows(old), compare.load_rows(new)
-    report = compare.compare(old_rows, new_rows, old_env, new_env, thresholds)
-    text = compare.render(report, str(old), str(new))
+    old, new = compare.load_board(old_path), compare.load_board(new_path)
+    if args.shard:  # a shard's board against its own part of the baseline
+        old.rows = {k: v for k, v in old.rows.items() if in_shard(k, args.shard)}
+    report = compare.compare(old.rows, new.rows, old.environment, new.environment, thresholds,
+                             old.predictions, new.predictions)
+    text = compare.render(report, str(old_path), str(new_path), args.allow_missing)
     if args.out:
         write_text(Path(args.out), text)
     print(text)
-    return 1 if report.regressions else 0
+    return compare.exit_status(report, args.allow_missing)
 
 
 def committed_board(tier: str):
@@ -169,10 +178,16 @@ def cmd_baseline(args: argparse.Namespace) -> None:
     """Copy results/<tier>/leaderboard.json to baselines/<tier>.json (what nightly compares against)."""
     from .fileio import write_json
 
+    from .compare import predictions_dir
+
     paths, source, board = committed_board(args.tier)
     target = paths.root / "baselines" / f"{args.tier}.json"
+    sidecars = predictions_dir(target)
+    shutil.rmtree(sidecars, ignore_errors=True)
+    if predictions_dir(source).is_dir():
+        shutil.copytree(predictions_dir(source), sidecars)
     write_json(target, board)
-    print(f"{target} <- {source} ({len(board['rows'])} rows, commit {board.get('commit')})")
+    print(f"{target} <- {source} ({len(board['rows'])} rows, commit {board.get('commit')}; predictions in {sidecars})")
 
 
 def cmd_readme(args: argparse.Namespace) -> None:
@@ -244,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tier", default=None)
     p.add_argument("--top1-drop", type=float, default=None, help="points (default: params.yaml compare.top1_drop)")
     p.add_argument("--latency-ratio", type=float, default=None, help="default: params.yaml compare.latency_ratio")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="significance level of the McNemar and Mann-Whitney tests (default: params.yaml compare.alpha)")
+    p.add_argument("--allow-missing", action="store_true", help="cases of OLD missing from NEW do not fail")
+    p.add_argument("--shard", default=None, help="i/n: compare with the baseline's cases of this shard only")
     p.add_argument("--out", default=None, help="also write the Markdown report here")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("baseline", help="refresh baselines/<tier>.json from results/<tier>/leaderboard.json")

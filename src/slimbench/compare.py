@@ -1,45 +1,73 @@
 """Regression reports: two leaderboards (a baseline and a run) compared case by case.
 
-Regressions: a top-1 drop beyond a threshold, a budget that was met and no longer is, and a
-latency ratio beyond a threshold; latency only counts when both runs were timed on the same
-kind of machine (CPU model, threads, torch), since otherwise the ratio measures the machine.
+A change counts as a regression only when it is larger than a threshold *and* larger than the
+noise, tested the way trusted tools do:
 
-The judged latency ratio is relative to each run's reference model, timed alternately with the
-case in the same run: (new latency / new reference latency) / (old latency / old reference
-latency) = old speed-up / new speed-up. A busy or slower stretch of a shared machine slows both
-and cancels out; the raw ratio of medians is reported beside it. A slowdown counts when it
-shows at batch 1 and at the tier's batch size alike: on a shared 2-core machine either one
-alone moved by up to 1.27x between two runs of the same cached models, never both.
+- top-1: McNemar's exact test on the test images the two models classify differently (per-image
+  predictions kept beside each board), p < ``alpha``; without predictions, the two Wilson
+  intervals must not overlap (the report says which test it used).
+- latency: relative to each run's reference, timed in alternated turns in the same run, so a
+  slower stretch of the machine cancels: per turn, case time / reference time. Old and new
+  turns are compared with Mann-Whitney U (as benchstat does); a slowdown needs the ratio of
+  medians above ``latency_ratio``, p < ``alpha`` and a bootstrap interval above 1, at batch 1
+  *and* at the tier's batch size. Latency is judged only between runs on the same kind of
+  machine (CPU model, flags, cores, caches, threads, torch).
+- a budget that was met and no longer is; a case missing from the new board (unless allowed).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tabulate import tabulate
 
+from . import stats
 from .errors import SlimbenchError
+from .leaderboard import load_predictions
 
-DEFAULT_THRESHOLDS = {"top1_drop": 0.5, "latency_ratio": 1.10, "budget_flip": True}
-TIMING_ENVIRONMENT = ("cpu", "threads", "torch")  # what must match for latency ratios to count
+DEFAULT_THRESHOLDS = {"top1_drop": 0.5, "latency_ratio": 1.10, "budget_flip": True, "alpha": 0.01}
+# What must match for latency ratios to count (rows from before cpu_flags_md5 was recorded never match).
+TIMING_ENVIRONMENT = ("cpu", "cpu_flags_md5", "cpu_cores", "cpu_caches", "threads", "torch")
 NEEDED = ("case_id", "top1", "budget_met")
+PredictionsOf = Callable[[dict[str, Any]], "np.ndarray | None"]
 
 
 class UnreadableInput(SlimbenchError):
     """A leaderboard that cannot be read (exit status 2)."""
 
 
-def load_rows(path: str | Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Rows by case id and the environment of a leaderboard JSON (or a pytest-benchmark JSON)."""
+@dataclass
+class Board:
+    rows: dict[str, dict[str, Any]]
+    environment: dict[str, Any]
+    predictions_dir: Path
+
+    def predictions(self, row: dict[str, Any]) -> np.ndarray | None:
+        return load_predictions(self.predictions_dir, row)
+
+
+def predictions_dir(board_path: Path) -> Path:
+    """Where a board's prediction sidecars live: results/<tier>/predictions/ beside a
+    leaderboard.json, baselines/<tier>-predictions/ beside baselines/<tier>.json."""
+    board_path = Path(board_path)
+    if board_path.name == "leaderboard.json":
+        return board_path.parent / "predictions"
+    return board_path.parent / f"{board_path.stem}-predictions"
+
+
+def load_board(path: str | Path) -> Board:
+    """A leaderboard JSON (or a pytest-benchmark JSON) with its environment and predictions."""
     path = Path(path)
     try:
         blob = json.loads(path.read_text())
         if "benchmarks" in blob:
             rows = [b["extra_info"] for b in blob["benchmarks"] if b.get("extra_info", {}).get("case_id")]
-            env = blob.get("machine_info", {})
+            env = (rows[0].get("environment") if rows else None) or blob.get("machine_info", {})
         else:
             rows, env = blob["rows"], blob.get("environment", {})
         missing = sorted({k for r in rows for k in NEEDED if k not in r})
@@ -49,10 +77,16 @@ def load_rows(path: str | Path) -> tuple[dict[str, dict[str, Any]], dict[str, An
     except FileNotFoundError:
         raise UnreadableInput(f"no leaderboard at {path}; fix: give a results/<tier>/leaderboard.json or "
                               f"baselines/<tier>.json path") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UnreadableInput(f"unreadable leaderboard {path} ({exc.__class__.__name__}: {exc}); fix: regenerate "
                               "it with `slimbench run` or restore it from git") from None
-    return by_id, env
+    return Board(by_id, env, predictions_dir(path))
+
+
+def load_rows(path: str | Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Rows by case id and the environment of a leaderboard JSON (or a pytest-benchmark JSON)."""
+    board = load_board(path)
+    return board.rows, board.environment
 
 
 @dataclass
@@ -61,6 +95,7 @@ class Report:
     new_cases: list[str] = field(default_factory=list)
     missing_cases: list[str] = field(default_factory=list)
     regressions: list[str] = field(default_factory=list)
+    within_noise: list[str] = field(default_factory=list)  # beyond a threshold, not beyond the noise
     environment_diff: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     timing_comparable: bool = True
 
@@ -69,8 +104,13 @@ def _ratio(new: Any, old: Any) -> float | None:
     return round(new / old, 3) if isinstance(new, (int, float)) and isinstance(old, (int, float)) and old else None
 
 
+def _no_predictions(row: dict[str, Any]) -> None:
+    return None
+
+
 def compare(old: dict[str, dict], new: dict[str, dict], old_env: dict, new_env: dict,
-            thresholds: dict[str, Any] | None = None) -> Report:
+            thresholds: dict[str, Any] | None = None, old_predictions: PredictionsOf = _no_predictions,
+            new_predictions: PredictionsOf = _no_predictions) -> Report:
     limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     report = Report(new_cases=sorted(set(new) - set(old)), missing_cases=sorted(set(old) - set(new)))
     keys = sorted((set(old_env) | set(new_env)) - {"created"})
@@ -85,26 +125,103 @@ def compare(old: dict[str, dict], new: dict[str, dict], old_env: dict, new_env: 
                  "relative_latency_ratio": _ratio(a.get("speedup"), b.get("speedup")),
                  "relative_latency_batch_ratio": _ratio(a.get("speedup_batch"), b.get("speedup_batch")),
                  "budget_met": f"{a['budget_met']} -> {b['budget_met']}" if a["budget_met"] != b["budget_met"]
-                 else str(b["budget_met"])}
+                 else str(b["budget_met"]), "model_same": _same_model(a, b)}
         report.deltas.append(delta)
-        if a["top1"] - b["top1"] > limits["top1_drop"]:
-            report.regressions.append(f"{case_id}: top-1 {a['top1']:.2f} -> {b['top1']:.2f} "
-                                      f"(drop {a['top1'] - b['top1']:.2f} > {limits['top1_drop']})")
+        _judge_top1(report, case_id, a, b, old_predictions(a), new_predictions(b), limits)
         if limits["budget_flip"] and a["budget_met"] and not b["budget_met"]:
             report.regressions.append(f"{case_id}: budget met -> not met")
-        ratios = [r for r in (delta["relative_latency_ratio"] or delta["latency_ms_ratio"],
-                              delta["relative_latency_batch_ratio"]) if r is not None]
-        if report.timing_comparable and ratios and min(ratios) > limits["latency_ratio"]:
-            report.regressions.append(f"{case_id}: latency x{' / x'.join(map(str, ratios))} (batch 1 / batch) "
-                                      f"relative to the reference (> {limits['latency_ratio']})")
+        if report.timing_comparable:
+            _judge_latency(report, case_id, a, b, delta, limits)
     return report
 
 
-def render(report: Report, old_name: str, new_name: str) -> str:
-    verdict = f"**{len(report.regressions)} regression(s)**" if report.regressions else "**no regression**"
+def _same_model(a: dict[str, Any], b: dict[str, Any]) -> str:
+    if not (a.get("model_md5") and b.get("model_md5")):
+        return "-"
+    return "yes" if a["model_md5"] == b["model_md5"] else "no"
+
+
+def _judge_top1(report: Report, case_id: str, a: dict[str, Any], b: dict[str, Any], old_pred: np.ndarray | None,
+                new_pred: np.ndarray | None, limits: dict[str, Any]) -> None:
+    drop = a["top1"] - b["top1"]
+    if drop <= limits["top1_drop"]:
+        return
+    significant, evidence = top1_evidence(a, b, old_pred, new_pred, limits["alpha"])
+    text = f"{case_id}: top-1 {a['top1']:.2f} -> {b['top1']:.2f} (drop {drop:.2f} > {limits['top1_drop']}; {evidence})"
+    (report.regressions if significant else report.within_noise).append(text)
+
+
+def top1_evidence(a: dict[str, Any], b: dict[str, Any], old_pred: np.ndarray | None, new_pred: np.ndarray | None,
+                  alpha: float) -> tuple[bool, str]:
+    """(is the drop beyond the noise, how that was decided)."""
+    if old_pred is not None and new_pred is not None and np.array_equal(old_pred[1], new_pred[1]):
+        b_count, c_count = stats.discordant_counts(old_pred[1], old_pred[0], new_pred[0])
+        p = stats.mcnemar_exact(b_count, c_count)
+        return p < alpha, (f"McNemar exact p={p:.2g} {'<' if p < alpha else '>='} {alpha}: {b_count} images lost, "
+                           f"{c_count} gained of {old_pred.shape[1]}")
+    old_ci, new_ci = _wilson(a), _wilson(b)
+    if old_ci is None or new_ci is None:
+        return True, "no predictions or test size: the threshold alone decides"
+    apart = new_ci[1] < old_ci[0]
+    return apart, (f"no per-image predictions: Wilson 95% intervals {old_ci} and {new_ci} "
+                   f"{'do not overlap' if apart else 'overlap'}")
+
+
+def _wilson(row: dict[str, Any]) -> list[float] | None:
+    if row.get("top1_ci95"):
+        return list(row["top1_ci95"])
+    if not row.get("test_size"):
+        return None
+    low, high = stats.wilson_interval(round(row["top1"] * row["test_size"] / 100), row["test_size"])
+    return [round(100 * low, 2), round(100 * high, 2)]
+
+
+def _judge_latency(report: Report, case_id: str, a: dict[str, Any], b: dict[str, Any], delta: dict[str, Any],
+                   limits: dict[str, Any]) -> None:
+    """A slowdown at batch 1 and at the tier's batch size, beyond the threshold and the noise."""
+    samples = [(a.get("latency_samples_ms") or {}).get(k) and (b.get("latency_samples_ms") or {}).get(k) and
+               stats.relative_change(a["latency_samples_ms"][k]["case"], a["latency_samples_ms"][k]["reference"],
+                                     b["latency_samples_ms"][k]["case"], b["latency_samples_ms"][k]["reference"])
+               for k in ("b1", "batch")]
+    if all(samples):
+        delta["latency_p"] = [round(s["p"], 4) for s in samples]
+        slow = [s["ratio"] > limits["latency_ratio"] and s["p"] < limits["alpha"] and s["ci95"][0] > 1.0
+                for s in samples]
+        over = [s["ratio"] > limits["latency_ratio"] for s in samples]
+        text = (f"{case_id}: latency x{samples[0]['ratio']:.2f} {_ci(samples[0])} / x{samples[1]['ratio']:.2f} "
+                f"{_ci(samples[1])} (batch 1 / batch) relative to the reference (> {limits['latency_ratio']}; "
+                f"Mann-Whitney p={samples[0]['p']:.2g} / {samples[1]['p']:.2g})")
+        if all(slow):
+            report.regressions.append(text)
+        elif all(over):
+            report.within_noise.append(text)
+        return
+    ratios = [r for r in (delta["relative_latency_ratio"] or delta["latency_ms_ratio"],
+                          delta["relative_latency_batch_ratio"]) if r is not None]
+    if ratios and min(ratios) > limits["latency_ratio"]:
+        report.regressions.append(f"{case_id}: latency x{' / x'.join(map(str, ratios))} (batch 1 / batch) "
+                                  f"relative to the reference (> {limits['latency_ratio']}; medians only: "
+                                  "no raw turn times in one of the boards)")
+
+
+def _ci(change: dict[str, Any]) -> str:
+    return f"[{change['ci95'][0]:.2f}, {change['ci95'][1]:.2f}]"
+
+
+def render(report: Report, old_name: str, new_name: str, allow_missing: bool = False) -> str:
+    verdict = (f"**{len(report.regressions)} regression(s)**" if report.regressions else "**no regression**")
+    if report.missing_cases and not allow_missing:
+        verdict += f", **{len(report.missing_cases)} case(s) missing**"
     lines = ["# slimbench regression report", "", f"`{old_name}` -> `{new_name}`: {verdict}.", ""]
     if report.regressions:
         lines += ["## Regressions", "", *[f"- {r}" for r in report.regressions], ""]
+    if report.missing_cases:
+        lines += ["## Missing cases", "", f"In the baseline, not in the new board ({len(report.missing_cases)}"
+                  f"{'; allowed by --allow-missing' if allow_missing else '; a finding: exit 1 unless --allow-missing'}"
+                  f"): {', '.join(report.missing_cases)}.", ""]
+    if report.within_noise:
+        lines += ["## Beyond the threshold, within the noise (not regressions)", "",
+                  *[f"- {r}" for r in report.within_noise], ""]
     lines += ["## Environment", ""]
     if report.environment_diff:
         lines += [tabulate([(k, str(a), str(b)) for k, (a, b) in report.environment_diff.items()],
@@ -114,16 +231,20 @@ def render(report: Report, old_name: str, new_name: str) -> str:
     if not report.timing_comparable:
         lines += ["Latency ratios are shown but not judged: the runs were timed on different machines "
                   f"({', '.join(k for k in TIMING_ENVIRONMENT if k in report.environment_diff)} differ).", ""]
-    if report.new_cases or report.missing_cases:
-        lines += ["## Cases", "", f"New: {', '.join(report.new_cases) or 'none'}.",
-                  f"Missing: {', '.join(report.missing_cases) or 'none'}.", ""]
-    headers = ["case", "top-1 old (%)", "top-1 new (%)", "Δ top-1 (pts)", "params (x)", "size (x)", "MACs (x)",
-               "latency b1 (x)", "b1 vs reference (x)", "latency batch (x)", "batch vs reference (x)",
+    if report.new_cases:
+        lines += ["## New cases", "", f"{', '.join(report.new_cases)}.", ""]
+    headers = ["case", "top-1 old (%)", "top-1 new (%)", "Δ top-1 (pts)", "same weights", "params (x)", "size (x)",
+               "MACs (x)", "latency b1 (x)", "b1 vs reference (x)", "latency batch (x)", "batch vs reference (x)",
                "budget met"]
-    table = [[d["case_id"], d["top1_old"], d["top1_new"], d["top1_delta"], d["params_ratio"], d["size_bytes_ratio"],
-              d["macs_ratio"], d["latency_ms_ratio"], d["relative_latency_ratio"], d["latency_ms_batch_ratio"],
-              d["relative_latency_batch_ratio"], d["budget_met"]]
+    table = [[d["case_id"], d["top1_old"], d["top1_new"], d["top1_delta"], d["model_same"], d["params_ratio"],
+              d["size_bytes_ratio"], d["macs_ratio"], d["latency_ms_ratio"], d["relative_latency_ratio"],
+              d["latency_ms_batch_ratio"], d["relative_latency_batch_ratio"], d["budget_met"]]
              for d in report.deltas]
     lines += ["## Per case", "", tabulate(table, headers=headers, tablefmt="github", floatfmt=".2f",
                                           missingval="-"), ""]
     return "\n".join(lines)
+
+
+def exit_status(report: Report, allow_missing: bool) -> int:
+    """1 on a regression or, unless allowed, a case missing from the new board; else 0."""
+    return 1 if report.regressions or (report.missing_cases and not allow_missing) else 0

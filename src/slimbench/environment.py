@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -18,6 +20,30 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_flags_md5() -> str | None:
+    """md5 of the sorted CPU feature flags: tells apart CPUs that share a model string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = " ".join(sorted(line.split(":", 1)[1].split()))
+                return hashlib.md5(flags.encode()).hexdigest()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_caches() -> str | None:
+    """The first core's cache sizes, e.g. "L1d 48K, L1i 32K, L2 2048K, L3 307200K"."""
+    caches = []
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind, size = ((index / f).read_text().strip() for f in ("level", "type", "size"))
+        except OSError:
+            continue
+        caches.append(f"L{level}{ {'Data': 'd', 'Instruction': 'i'}.get(kind, '')} {size}")
+    return ", ".join(caches) or None
 
 
 # What decides the numbers; results and lock files change during a run and do not count as dirty.
@@ -40,5 +66,6 @@ def git_state(root: Path) -> tuple[str | None, bool | None]:
 def fingerprint(root: Path) -> dict[str, Any]:
     commit, dirty = git_state(root)
     return {"torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
+            "cpu_flags_md5": cpu_flags_md5(), "cpu_cores": os.cpu_count(), "cpu_caches": cpu_caches(),
             "machine": platform.machine(), "threads": torch.get_num_threads(),
             "quantized_engine": torch.backends.quantized.engine, "commit": commit, "dirty": dirty}

@@ -6,6 +6,7 @@ latency) are measured fresh in every run so that ratios compare models timed in 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import inspect
 import json
@@ -18,10 +19,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from . import metrics
+from . import metrics, stats
 from .budgets import Budget
 from .cases import Case, Tier, expand_cases
 from .config import Paths, default_paths
@@ -31,7 +33,7 @@ from .errors import ConfigError
 from .methods import METHODS, Context
 from .models import build_model_for
 from .teachers import load_teacher
-from .training import Recipe, evaluate, normalize, trained_on
+from .training import Recipe, deterministic, evaluate, normalize, predict, top1_of, trained_on
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Outcome:
     quality: dict[str, Any]
     cache_hit: bool
     key: str | None = None  # the case-cache key the model is (or would be) stored under
+    predictions: torch.Tensor | None = None  # predicted class of every test image, in order
 
 
 # The sources that decide any compressed model; a case's key adds its method's own module, so
@@ -53,7 +56,7 @@ class Outcome:
 # helper that methods call from metrics.py or budgets.py (count_params, Budget) changes what
 # it returns: those two modules mostly hold measuring and reporting code, so they are left out.
 CORE_SOURCES = ("training.py", "datasets", "models", "methods/base.py")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: entries hold the test predictions; keys hold the thread count
 
 
 def sources_md5(entries: tuple[str, ...]) -> str:
@@ -73,14 +76,17 @@ def code_md5(method: str) -> str:
     return sources_md5(CORE_SOURCES + (str(module.relative_to(Path(__file__).parent)),))
 
 
-def cache_key(case: Case, data_md5: str, teacher_md5: str | None, upstream_key: str | None = None) -> str:
-    """Identifies a compressed model by its inputs: case config, data, teacher, code and, for a
-    ``from_case`` case, the key of the model it starts from.
+def cache_key(case: Case, data_md5: str, teacher_md5: str | None, upstream_key: str | None = None,
+              threads: int | None = None) -> str:
+    """Identifies a compressed model by its inputs: case config, data, teacher, code, the CPU
+    thread count it is made with (it changes the order of float reductions, hence the weights)
+    and, for a ``from_case`` case, the key of the model it starts from.
 
     Not by device or torch build: a model trained on a GPU machine (`slimbench compress`) serves
     a CPU run, and the row says where it was trained (``trained_on``).
     """
-    parts = [case.config_hash(), data_md5, teacher_md5, code_md5(case.method), CACHE_FORMAT]
+    threads = threads or torch.get_num_threads()
+    parts = [case.config_hash(), data_md5, teacher_md5, code_md5(case.method), CACHE_FORMAT, threads]
     text = json.dumps(parts + ([upstream_key] if upstream_key else []))
     return hashlib.md5(text.encode()).hexdigest()
 
@@ -116,25 +122,28 @@ def compress_case(case: Case, paths: Paths | None = None, cached_only: bool = Fa
     key_dir = paths.cache / case.tier / case.case_id / key
     cached = _load_cached(key_dir) if method.cacheable else None
     if cached is not None:
-        return Outcome(cached[0], reference, reference_meta, data, cached[1], cache_hit=True, key=key)
+        return Outcome(cached[0], reference, reference_meta, data, cached[1], cache_hit=True, key=key,
+                       predictions=cached[2])
     if cached_only and method.cacheable:
         return None
     build = _builder(case, data, reference_meta)
-    given = upstream.model if upstream else reference if case.model == "reference" else build()
     resume_dir = key_dir.parent / f".resume-{key}" if method.cacheable else None
     ctx = Context(data=data, teacher=reference, recipe=replace(Recipe.from_dict(case.recipe), seed=case.seed),
                   settings=dict(case.settings), build_model=build, seed=case.seed, resume_dir=resume_dir)
-    torch.manual_seed(case.seed)
     start = time.perf_counter()
-    model = method(given, budget, ctx).eval()
+    with deterministic(case.seed):  # seeded before the student is built: its initial weights are the case's
+        given = upstream.model if upstream else reference if case.model == "reference" else build()
+        model = method(given, budget, ctx).eval()
     seconds = time.perf_counter() - start
-    quality = {"top1": evaluate(model, data.test, data), "val_top1": evaluate(model, data.val, data),
+    predictions = predict(model, data.test, data).argmax(1)
+    quality = {"top1": top1_of(predictions, data.test.labels), "val_top1": evaluate(model, data.val, data),
                "reference_top1": evaluate(reference, data.test, data), "train_seconds": round(seconds, 2),
-               "trained_on": trained_on(), "method_log": ctx.log}
+               "trained_on": trained_on(), "threads": torch.get_num_threads(), "method_log": ctx.log}
     if method.cacheable:
-        _store(key_dir, model, quality)
+        _store(key_dir, model, quality, predictions)
         shutil.rmtree(resume_dir, ignore_errors=True)
-    return Outcome(model, reference, reference_meta, data, quality, cache_hit=False, key=key)
+    return Outcome(model, reference, reference_meta, data, quality, cache_hit=False, key=key,
+                   predictions=predictions)
 
 
 def _reference(case: Case, paths: Paths) -> tuple[nn.Module, dict[str, Any]]:
@@ -157,26 +166,28 @@ def _upstream_outcome(case: Case, paths: Paths, cached_only: bool) -> Outcome | 
     return compress_case(upstream, paths, cached_only)
 
 
-def _load_cached(key_dir: Path) -> tuple[nn.Module, dict[str, Any]] | None:
-    """The cached model and quality numbers, or None (missing or unreadable: recompute)."""
+def _load_cached(key_dir: Path) -> tuple[nn.Module, dict[str, Any], torch.Tensor] | None:
+    """The cached model, quality numbers and test predictions, or None (missing or unreadable: recompute)."""
     if not (key_dir / "model.pt").is_file():
         return None
     try:
         # Whole pickled modules; the cache is written by this harness on this machine, never downloaded.
         model = torch.load(key_dir / "model.pt", map_location="cpu", weights_only=False)
-        return model, json.loads((key_dir / "quality.json").read_text())
+        predictions = torch.load(key_dir / "predictions.pt", map_location="cpu", weights_only=True).long()
+        return model, json.loads((key_dir / "quality.json").read_text()), predictions
     except Exception as exc:  # noqa: BLE001 - a damaged entry is a miss, and is replaced
         print(f"ignoring unreadable cache entry {key_dir} ({exc.__class__.__name__}); recomputing")
         shutil.rmtree(key_dir, ignore_errors=True)
         return None
 
 
-def _store(key_dir: Path, model: nn.Module, quality: dict[str, Any]) -> None:
+def _store(key_dir: Path, model: nn.Module, quality: dict[str, Any], predictions: torch.Tensor) -> None:
     """Write the cache entry into a temporary folder, then rename it into place (atomic)."""
     key_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key_dir.name}.", dir=key_dir.parent))
     try:
         torch.save(model, tmp / "model.pt")
+        torch.save(predictions.to(torch.uint8), tmp / "predictions.pt")
         (tmp / "quality.json").write_text(json.dumps(quality, indent=2))
         if key_dir.exists():
             shutil.rmtree(key_dir)
@@ -206,45 +217,98 @@ def inference_fn(model: nn.Module):
 
 
 def row_environment() -> dict[str, Any]:
-    """What a row's numbers depend on besides the case: torch, CPU, threads, commit, dirty tree."""
+    """What a row's numbers depend on besides the case: torch, CPU (model, flags, cores, caches),
+    threads, commit, dirty tree."""
     env = fingerprint(default_paths().root)
-    return {k: env[k] for k in ("torch", "cpu", "threads", "quantized_engine", "commit", "dirty")}
+    return {k: env[k] for k in ("torch", "cpu", "cpu_flags_md5", "cpu_cores", "cpu_caches", "threads",
+                                "quantized_engine", "commit", "dirty")}
 
 
-def measure(case: Case, outcome: Outcome, tier: Tier, latency_ms: float | None = None) -> dict[str, Any]:
-    """The leaderboard row of a case: cost metrics measured now plus the cached quality numbers."""
+def latency_fields(timing: metrics.PairedTiming, suffix: str) -> dict[str, Any]:
+    """Medians, spread and the speed-up's 95% interval of one paired timing (suffix "" or "_batch")."""
+    own, own_iqr = stats.median_iqr(timing.case_ms)
+    ref, ref_iqr = stats.median_iqr(timing.reference_ms)
+    low, high = stats.bootstrap_ratio_ci(timing.reference_ms, timing.case_ms)
+    return {f"latency_ms{suffix}": round(own, 4), f"latency_ms{suffix}_iqr": round(own_iqr, 4),
+            f"reference_latency_ms{suffix}": round(ref, 4), f"reference_latency_ms{suffix}_iqr": round(ref_iqr, 4),
+            f"speedup{suffix}": round(ref / own, 3), f"speedup{suffix}_ci95": [round(low, 3), round(high, 3)],
+            f"forwards_per_turn{suffix}": timing.forwards_per_turn}
+
+
+def accuracy_fields(predictions: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """Test top-1, its Wilson 95% interval, and the per-image predictions (compact, for McNemar)."""
+    correct, n = int((predictions == labels).sum()), len(labels)
+    low, high = stats.wilson_interval(correct, n)
+    return {"top1": round(100.0 * correct / n, 2), "top1_ci95": [round(100 * low, 2), round(100 * high, 2)],
+            "test_size": n, **predictions_fields(predictions, labels)}
+
+
+def measure(case: Case, outcome: Outcome, tier: Tier, benchmark_ms: float | None = None) -> dict[str, Any]:
+    """The leaderboard row of a case: cost metrics measured now plus the cached quality numbers.
+
+    Latency comes from turns alternated with the reference (``metrics.paired_latency``) at batch
+    1 and at the tier's batch size; ``benchmark_ms`` (pytest-benchmark's own median of single
+    forwards) is kept beside it for reference.
+    """
     model, reference, data = outcome.model, outcome.reference, outcome.data
     one, many = example_input(data, 1), example_input(data, tier.batch_size)
     timing = dict(rounds=tier.latency_rounds, warmup=tier.latency_warmup)
-    ref_ms, own_ms = metrics.paired_latency_ms(reference, model, one, **timing)
-    ref_batch_ms, own_batch_ms = metrics.paired_latency_ms(reference, model, many, **timing)
+    single = metrics.paired_latency(reference, model, one, **timing)
+    batch = metrics.paired_latency(reference, model, many, **timing)
     budget = Budget.from_config(case.budget)
     q = outcome.quality
+    accuracy = accuracy_fields(outcome.predictions, data.test.labels)
+    speeds = {**latency_fields(single, ""), **latency_fields(batch, "_batch")}
     row = {
         "case_id": case.case_id, "method": case.method, "family": case.family, "dataset": case.dataset,
         "model": outcome.reference_meta["architecture"] if case.model == "reference" else case.model,
         "teacher": case.teacher, "budget_kind": budget.kind, "budget_value": budget.value,
-        "top1": round(q["top1"], 2), "val_top1": round(q["val_top1"], 2),
+        **accuracy, "val_top1": round(q["val_top1"], 2),
         "reference_top1": round(q["reference_top1"], 2), "top1_delta": round(q["top1"] - q["reference_top1"], 2),
         "params": metrics.count_params(model), "nonzero_params": metrics.count_nonzero(model),
         "sparsity": round(metrics.sparsity(model), 4), "size_bytes": metrics.size_bytes(model),
-        "macs": metrics.count_macs(model, one),
-        "latency_ms": round(latency_ms if latency_ms is not None else own_ms, 4),
-        "latency_ms_batch": round(own_batch_ms, 4), "speedup": round(ref_ms / own_ms, 3),
+        "macs": metrics.count_macs(model, one), **speeds,
         "seed": case.seed, "train_seconds": q["train_seconds"],
         "study": case.study, "group_id": case.group_id, "trained_on": q.get("trained_on", "cpu"),
         "tag": case.tag, "from_case": case.from_case, "environment": row_environment(),
         # keys beyond the contract
         "tier": case.tier, "num_classes": data.num_classes, "weight_bits": metrics.weight_bits(model), "batch_size": tier.batch_size,
-        "threads": torch.get_num_threads(), "reference_latency_ms": round(ref_ms, 4),
-        "reference_latency_ms_batch": round(ref_batch_ms, 4), "speedup_batch": round(ref_batch_ms / own_batch_ms, 3),
+        "threads": torch.get_num_threads(), "latency_rounds": tier.latency_rounds,
+        "latency_samples_ms": {"b1": _samples(single), "batch": _samples(batch)},
+        "benchmark_ms": None if benchmark_ms is None else round(benchmark_ms, 4),
         "reference_params": metrics.count_params(reference), "reference_size_bytes": metrics.size_bytes(reference),
         "reference_macs": metrics.count_macs(reference, one), "subset": case.subset, "settings": case.settings,
         "recipe": case.recipe, "method_log": q.get("method_log", {}), "cache_hit": outcome.cache_hit,
         "size_bytes_zipped": metrics.zipped_size_bytes(model),
         "reference_size_bytes_zipped": metrics.zipped_size_bytes(reference),
+        **provenance(case, outcome),
     }
     if case.family == "prune":
         row["per_layer"] = metrics.per_layer_params(reference, model)
     row["budget_met"] = budget.is_met({**row, "speedup": row["speedup"]})
     return row
+
+
+def _samples(timing: metrics.PairedTiming) -> dict[str, list[float]]:
+    """Raw per-turn times (ms, 4 significant digits) kept for `slimbench compare`'s tests."""
+    return {"reference": [float(f"{t:.4g}") for t in timing.reference_ms],
+            "case": [float(f"{t:.4g}") for t in timing.case_ms]}
+
+
+def provenance(case: Case, outcome: Outcome) -> dict[str, Any]:
+    """Where a row's model comes from: its weights' md5, cache key, config, data and teacher md5,
+    the thread count it was made with, and the commit (dirty or not) that measured it."""
+    env = row_environment()
+    return {"model_md5": metrics.model_md5(outcome.model), "cache_key": outcome.key,
+            "config_hash": case.config_hash(), "data_md5": outcome.data.data_md5,
+            "teacher_md5": outcome.reference_meta.get("md5"), "threads_trained": outcome.quality.get("threads"),
+            "commit": env["commit"], "dirty": env["dirty"], "provenance": "measured"}
+
+
+def predictions_fields(predictions: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """``predictions_md5`` (of the uint8 predicted classes) and the row's transport copy of
+    predictions and labels (base64 of a 2 x N uint8 array; `leaderboard` moves it to a sidecar)."""
+    pred = predictions.to(torch.uint8).numpy()
+    both = np.stack([pred, labels.to(torch.uint8).numpy()])
+    return {"predictions_md5": hashlib.md5(pred.tobytes()).hexdigest(),
+            "predictions_b64": base64.b64encode(both.tobytes()).decode()}

@@ -5,19 +5,24 @@ The JSON schema is a contract other tools read: keys may be added, never renamed
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import io
 import json
 import statistics
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tabulate import tabulate
 
+from . import stats
 from .environment import fingerprint
 from .errors import ConfigError
-from .fileio import write_json, write_text
+from .fileio import atomic_write, write_json, write_text
 from .plots import calibration_curves, pareto_plots, rate_curves
 
 ROW_KEYS = ("case_id", "method", "family", "dataset", "model", "teacher", "budget_kind", "budget_value",
@@ -25,11 +30,27 @@ ROW_KEYS = ("case_id", "method", "family", "dataset", "model", "teacher", "budge
             "sparsity", "size_bytes", "macs", "latency_ms", "latency_ms_batch", "speedup", "seed",
             "train_seconds")
 MD_COLUMNS = (("case_id", "case"), ("family", "family"), ("model", "model"), ("budget_met", "budget met"),
-              ("top1", "top-1 (%)"), ("top1_delta", "Δ top-1 (pts)"), ("params", "params"),
+              ("top1_text", "top-1 (%) [95% CI]"), ("top1_delta", "Δ top-1 (pts)"), ("params", "params"),
               ("nonzero_params", "non-zero"), ("sparsity", "sparsity"), ("size_bytes", "size (bytes)"),
-              ("size_bytes_zipped", "zipped (bytes)"), ("macs", "MACs"), ("latency_ms", "latency b1 (ms)"),
-              ("latency_ms_batch", "latency batch (ms)"),
-              ("speedup", "speed-up (x)"), ("train_seconds", "train (s)"))
+              ("size_bytes_zipped", "zipped (bytes)"), ("macs", "MACs"), ("latency_text", "latency b1 (ms) ± IQR"),
+              ("latency_batch_text", "latency batch (ms) ± IQR"), ("speedup_text", "speed-up b1 (x) [95% CI]"),
+              ("speedup_batch_text", "speed-up batch (x) [95% CI]"), ("train_seconds", "train (s)"),
+              ("provenance", "provenance"))
+
+
+def with_uncertainty(row: dict[str, Any]) -> dict[str, Any]:
+    """The row plus text cells that put each figure beside its interval or spread."""
+    def interval(value: Any, ci: Any) -> Any:
+        return f"{_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else _fmt(value) if value is not None else "-"
+
+    def spread(value: Any, iqr: Any) -> Any:
+        return f"{_fmt(value)} ± {_fmt(iqr)}" if iqr is not None else _fmt(value) if value is not None else "-"
+
+    return {**row, "top1_text": interval(row.get("top1"), row.get("top1_ci95")),
+            "latency_text": spread(row.get("latency_ms"), row.get("latency_ms_iqr")),
+            "latency_batch_text": spread(row.get("latency_ms_batch"), row.get("latency_ms_batch_iqr")),
+            "speedup_text": interval(row.get("speedup"), row.get("speedup_ci95")),
+            "speedup_batch_text": interval(row.get("speedup_batch"), row.get("speedup_batch_ci95"))}
 
 
 def rows_from_benchmark_json(path: Path) -> list[dict[str, Any]]:
@@ -74,20 +95,31 @@ def load(path: Path) -> dict[str, Any] | None:
         raise ConfigError(f"corrupt leaderboard {path} ({exc}); fix: restore it with git checkout") from None
 
 
+SCHEMA_VERSION = 2  # 2: uncertainty, provenance and prediction sidecars
+# Row keys too bulky for the CSV (they stay in the JSON).
+JSON_ONLY = ("latency_samples_ms", "predictions_b64")
+
+
 def update(results_dir: Path, tier: str, new_rows: list[dict[str, Any]], valid_ids: list[str],
            root: Path) -> dict[str, Any]:
-    """Replace the rows of the cases just run, keep the other current cases, drop retired ones."""
+    """Replace the rows of the cases just run, keep the other current cases, drop retired ones.
+
+    Each new row's predictions move to ``predictions/<case_id>.npy``; a kept row made before
+    rows carried their provenance is marked ``"provenance": "legacy"``.
+    """
     old = load(results_dir / "leaderboard.json") or {"rows": []}
     fresh = {r["case_id"] for r in new_rows}
-    kept = [r for r in old["rows"] if r["case_id"] not in fresh and r["case_id"] in valid_ids]
+    kept = [mark_legacy(r) for r in old["rows"] if r["case_id"] not in fresh and r["case_id"] in valid_ids]
     order = {cid: i for i, cid in enumerate(valid_ids)}
     rows = sorted(kept + [r for r in new_rows if r["case_id"] in order], key=lambda r: order[r["case_id"]])
+    store_predictions(results_dir / "predictions", rows)
     env = fingerprint(root)
     threads = sorted({r["threads"] for r in rows if "threads" in r})
     if threads:  # the rows were timed with the tier's threads, not this process's
         env["threads"] = threads[0] if len(threads) == 1 else threads
-    board = {"tier": tier, "commit": env["commit"], "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-             "environment": env, "rows": rows, "summary": summarize(rows)}
+    board = {"tier": tier, "schema_version": SCHEMA_VERSION, "commit": env["commit"],
+             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+             "environment": env, "rows": rows, "summary": summarize(rows), "legacy": legacy_summary(rows)}
     out = results_dir / "plots"
     plots = pareto_plots(rows, out) + rate_curves(rows, out) + calibration_curves(rows, out)
     board["plots"] = [str(path.relative_to(results_dir)) for path in plots]
@@ -96,6 +128,58 @@ def update(results_dir: Path, tier: str, new_rows: list[dict[str, Any]], valid_i
     write_text(results_dir / "leaderboard.csv", render_csv(rows))
     write_text(results_dir / "LEADERBOARD.md", render_markdown(board))
     return board
+
+
+def mark_legacy(row: dict[str, Any]) -> dict[str, Any]:
+    """A row from before provenance was recorded: say so, and give its top-1 the Wilson interval
+    of its test-set size where that is known (cost figures from then carry no interval)."""
+    if row.get("provenance"):
+        return row
+    row = {**row, "provenance": "legacy", "commit": row.get("commit", row.get("environment", {}).get("commit"))}
+    if "top1_ci95" not in row and row.get("test_size"):
+        low, high = stats.wilson_interval(round(row["top1"] * row["test_size"] / 100), row["test_size"])
+        row["top1_ci95"] = [round(100 * low, 2), round(100 * high, 2)]
+    return row
+
+
+def legacy_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many rows are legacy, and from which commits."""
+    legacy = [r for r in rows if r.get("provenance") == "legacy"]
+    return {"rows": len(legacy), "commits": sorted({str(r.get("commit")) for r in legacy})}
+
+
+def store_predictions(folder: Path, rows: list[dict[str, Any]]) -> None:
+    """Move each row's transported predictions to ``folder/<case_id>.npy`` (uint8, 2 x N: predicted
+    class, label) and drop sidecars of cases no longer on the board."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        if "predictions_b64" in row:
+            both = np.frombuffer(base64.b64decode(row.pop("predictions_b64")), dtype=np.uint8).reshape(2, -1)
+            atomic_write(folder / f"{row['case_id']}.npy", partial(_save_npy, array=both))
+    wanted = {f"{r['case_id']}.npy" for r in rows}
+    for stale in folder.glob("*.npy"):
+        if stale.name not in wanted:
+            stale.unlink()
+
+
+def _save_npy(tmp: str, array: np.ndarray) -> None:
+    with open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to a bare path
+        np.save(fh, array, allow_pickle=False)
+
+
+def load_predictions(folder: Path, row: dict[str, Any]) -> np.ndarray | None:
+    """The (2, N) predictions/labels array of a row, or None when absent or not matching its md5."""
+    if "predictions_b64" in row:
+        return np.frombuffer(base64.b64decode(row["predictions_b64"]), dtype=np.uint8).reshape(2, -1)
+    path = folder / f"{row['case_id']}.npy"
+    if not row.get("predictions_md5") or not path.is_file():
+        return None
+    try:
+        both = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    ok = both.ndim == 2 and hashlib.md5(both[0].astype(np.uint8).tobytes()).hexdigest() == row["predictions_md5"]
+    return both if ok else None
 
 
 METRIC_KEYS = ("top1", "val_top1", "params", "nonzero_params", "size_bytes", "macs", "latency_ms", "speedup",
@@ -136,26 +220,45 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def render_csv(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    extra = sorted({k for r in rows for k in r} - set(ROW_KEYS))
+    extra = sorted({k for r in rows for k in r} - set(ROW_KEYS) - set(JSON_ONLY))
     writer = csv.DictWriter(buffer, fieldnames=[*ROW_KEYS, *extra])
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()})
+        writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()
+                         if k not in JSON_ONLY})
     return buffer.getvalue()
+
+
+def _legacy_lines(board: dict[str, Any]) -> list[str]:
+    legacy = board.get("legacy") or legacy_summary(board["rows"])
+    if not legacy["rows"]:
+        return []
+    return [f"**{legacy['rows']} of {len(board['rows'])} rows are legacy** (`provenance: legacy`): measured before "
+            "rows recorded their model md5 and intervals, and not re-measured since because their model is not at "
+            f"hand (GPU-trained or hours of CPU training); from commits {', '.join(f'`{c[:10]}`' for c in legacy['commits'])}.",
+            ""]
 
 
 def render_markdown(board: dict[str, Any]) -> str:
     env = board["environment"]
+    rounds = sorted({r["latency_rounds"] for r in board["rows"] if r.get("latency_rounds")})
     lines = [f"# Leaderboard: {board['tier']} tier", "",
              f"Generated {board['created']} from commit `{board['commit']}`"
              f"{' (dirty tree)' if env.get('dirty') else ''}; torch {env['torch']}, {env['cpu']}, "
-             f"{env['threads']} threads. Latency: median at batch 1 and at the tier's batch size; "
-             "speed-up: reference latency / case latency at batch 1, the two timed alternately in the same run "
-             "(latency b1 itself is pytest-benchmark's median).", ""]
+             f"{env['threads']} threads.", "", *_legacy_lines(board),
+             "Top-1: on the test split, with its 95% Wilson interval for the number of test images (shown per "
+             "dataset). Latency: median over turns alternated with the reference, ± the interquartile range, "
+             f"{'/'.join(map(str, rounds)) or '-'} turns per model; speed-up: reference median / case median in "
+             "the same run, with a 95% bootstrap interval over the paired turns (README, \"How latency is "
+             "measured\").", ""]
     for dataset in sorted({r["dataset"] for r in board["rows"]}):
-        rows = [r for r in board["rows"] if r["dataset"] == dataset]
+        rows = [with_uncertainty(r) for r in board["rows"] if r["dataset"] == dataset]
         rows.sort(key=lambda r: (r["budget_kind"], r["budget_value"], -r["top1"]))
-        lines += [f"## {dataset}", "", _table(rows, MD_COLUMNS), ""]
+        sizes = sorted({r["test_size"] for r in rows if r.get("test_size")})
+        half = [round(100 * stats.wilson_half_width(n), 1) for n in sizes]
+        note = (f" ({', '.join(f'{n:,}' for n in sizes)} test images: top-1 intervals up to "
+                f"±{'/'.join(map(str, half))} points)") if sizes else ""
+        lines += [f"## {dataset}{note}", "", _table(rows, MD_COLUMNS), ""]
     if board.get("plots"):
         lines += ["# Plots", "", *[f"![{Path(p).stem}]({p})" for p in board["plots"]], ""]
     if board.get("summary"):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
-import statistics
+import math
 import time
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -99,6 +101,39 @@ def serialized_bytes(model: nn.Module) -> bytes:
     return buffer.getvalue()
 
 
+def _digest_value(digest: "hashlib._Hash", value: object) -> None:
+    """Feed one state_dict value: tensors by dtype, shape and raw bytes (quantized ones by their
+    integers and quantization parameters), containers item by item, anything else by repr."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        if t.is_quantized:
+            per_tensor = t.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric)
+            params = (t.q_scale(), t.q_zero_point()) if per_tensor else (t.q_per_channel_axis(),)
+            digest.update(repr((str(t.dtype), params)).encode())
+            for part in (t.int_repr(),) if per_tensor else (t.int_repr(), t.q_per_channel_scales(),
+                                                           t.q_per_channel_zero_points()):
+                _digest_value(digest, part)
+            return
+        digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        digest.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            _digest_value(digest, item)
+    else:
+        digest.update(repr(value).encode())
+
+
+def model_md5(model: nn.Module) -> str:
+    """md5 of the model's state_dict tensors in sorted key order: equal md5, identical weights.
+
+    Unlike the md5 of a saved file, it does not depend on torch.save's archive layout."""
+    digest = hashlib.md5()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        _digest_value(digest, value)
+    return digest.hexdigest()
+
+
 def size_bytes(model: nn.Module) -> int:
     return len(serialized_bytes(model))
 
@@ -154,23 +189,47 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
     return int(total)
 
 
+@dataclass
+class PairedTiming:
+    """Per-forward times (ms) of a reference and a case, one sample per turn, turns alternated."""
+
+    reference_ms: list[float]
+    case_ms: list[float]
+    forwards_per_turn: int
+
+
 @torch.inference_mode()
-def paired_latency_ms(first: nn.Module, second: nn.Module, example: torch.Tensor, rounds: int = 30,
-                      warmup: int = 5) -> tuple[float, float]:
-    """Median forward times of two models, alternating them round by round so that a slow
-    stretch of a shared machine falls on both; their ratio is what a speed-up should use."""
-    first.eval()
-    second.eval()
-    for _ in range(warmup):
-        first(example)
-        second(example)
-    times: tuple[list[float], list[float]] = ([], [])
+def paired_latency(reference: nn.Module, case: nn.Module, example: torch.Tensor, rounds: int = 30,
+                   warmup: int = 5, min_turn_ms: float = 5.0) -> PairedTiming:
+    """Time two models in alternating turns of back-to-back forwards.
+
+    Alternating puts a slow stretch of a shared machine on both models, so their ratio holds.
+    Each turn runs one model ``forwards_per_turn`` times in a row (enough for ``min_turn_ms``)
+    and records the mean: a single forward right after the other model's pays for refilling
+    caches with its own weights, which made the int8 speed-up at batch 1 read 1.10x against 1.18x
+    in a steady loop (README, "How latency is measured"). Turns go ABBA so that neither model
+    always runs second.
+    """
     sync = torch.cuda.synchronize if example.is_cuda else (lambda: None)  # GPU kernels run asynchronously
-    for _ in range(rounds):
-        for model, bucket in ((first, times[0]), (second, times[1])):
-            sync()
-            start = time.perf_counter()
+    reference.eval()
+    case.eval()
+
+    def turn(model: nn.Module, forwards: int) -> float:
+        sync()
+        start = time.perf_counter()
+        for _ in range(forwards):
             model(example)
-            sync()
-            bucket.append(time.perf_counter() - start)
-    return statistics.median(times[0]) * 1000.0, statistics.median(times[1]) * 1000.0
+        sync()
+        return (time.perf_counter() - start) * 1000.0 / forwards
+
+    for _ in range(warmup):
+        turn(reference, 1)
+        turn(case, 1)
+    fastest = min(turn(reference, 1), turn(case, 1))
+    forwards = max(1, min(100, math.ceil(min_turn_ms / max(fastest, 1e-6))))
+    timing = PairedTiming([], [], forwards)
+    for i in range(rounds):
+        order = ((reference, timing.reference_ms), (case, timing.case_ms))
+        for model, bucket in order if i % 2 == 0 else order[::-1]:
+            bucket.append(turn(model, forwards))
+    return timing
