@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 import platform
-import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,26 +46,6 @@ def trained_on() -> str:
     dev = device()
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
     return f"{dev.type} ({name}), torch {torch.__version__}"
-
-
-@contextmanager
-def deterministic(seed: int) -> Iterator[None]:
-    """Seed every generator and require deterministic kernels while one case is made.
-
-    Same case, seed, machine and thread count then give bit-identical weights: the student's
-    initial weights come from ``seed`` (not from whatever the process drew before), and an op
-    without a deterministic kernel raises instead of silently varying (cuBLAS needs its
-    workspace pinned for that, set here before CUDA starts).
-    """
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.manual_seed(seed)
-    random.seed(seed)
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
 
 
 @dataclass
@@ -162,14 +140,10 @@ def predict(model: nn.Module, part: ImageSet, data: DataSplits, batch_size: int 
         model.to(home)
 
 
-def top1_of(predictions: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy in percent of predicted classes against labels."""
-    return 100.0 * (predictions == labels).float().mean().item()
-
-
 def evaluate(model: nn.Module, part: ImageSet, data: DataSplits, batch_size: int = 512) -> float:
     """Top-1 accuracy in percent."""
-    return top1_of(predict(model, part, data, batch_size).argmax(1), part.labels)
+    logits = predict(model, part, data, batch_size)
+    return 100.0 * (logits.argmax(1) == part.labels).float().mean().item()
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
