@@ -294,3 +294,12 @@ def test_rows_carry_intervals_and_provenance(project):
     for key in ("model_md5", "cache_key", "config_hash", "data_md5", "teacher_md5", "commit", "dirty"):
         assert key in row, key
     assert row["provenance"] == "measured" and row["threads_trained"] == torch.get_num_threads()
+
+
+def test_timeit_prints_standalone_and_paired_speed_ups(project, monkeypatch, capsys):
+    from slimbench import cli
+    monkeypatch.setenv("SLIMBENCH_ROOT", str(project.root))
+    assert cli.main(["timeit", "--tier", "mini", "--case", "prune_*90", "--seconds", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("speed-up standalone") == 2 and "paired turns" in out  # batch 1 and the tier's batch
+    assert cli.main(["timeit", "--tier", "mini", "--case", "prune_*"]) == 2  # two cases match: refused

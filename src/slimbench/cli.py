@@ -161,6 +161,41 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return compare.exit_status(report, args.allow_missing)
 
 
+def cmd_timeit(args: argparse.Namespace) -> None:
+    """Standalone timing of one case's model and its reference with torch.utils.benchmark
+    (adaptive_autorange, one model at a time), beside the harness's paired turns: the check that
+    the two methods agree."""
+    import torch
+    from torch.utils.benchmark import Timer
+
+    from . import harness, metrics, stats
+    from .cases import expand_cases, load_tier, select
+
+    tier = load_tier(args.tier)
+    torch.set_num_threads(tier.threads)
+    cases = select(expand_cases(args.tier), args.case)
+    if len(cases) != 1:
+        raise SlimbenchError(f"--case {args.case!r} matches {len(cases)} cases of tier {args.tier}; fix: name one "
+                             f"(`slimbench list cases --tier {args.tier}`)")
+    outcome = harness.compress_case(cases[0])
+    for batch in (1, tier.batch_size):
+        x = harness.example_input(outcome.data, batch)
+        standalone = {}
+        for name, model in (("reference", outcome.reference.eval()), ("case", outcome.model.eval())):
+            timer = Timer("forward(x)", globals={"forward": harness.inference_fn(model), "x": x},
+                          num_threads=tier.threads)
+            m = timer.adaptive_autorange(threshold=0.1, max_run_time=args.seconds)
+            standalone[name] = m.median * 1000
+            print(f"batch {batch} {name}: standalone median {m.median * 1000:.4g} ms, IQR {m.iqr * 1000:.3g} ms "
+                  f"({len(m.times)} blocks)")
+        paired = metrics.paired_latency(outcome.reference, outcome.model, x, tier.latency_rounds, tier.latency_warmup)
+        low, high = stats.bootstrap_ratio_ci(paired.reference_ms, paired.case_ms)
+        ratio = stats.median_iqr(paired.reference_ms)[0] / stats.median_iqr(paired.case_ms)[0]
+        print(f"batch {batch}: speed-up standalone {standalone['reference'] / standalone['case']:.3f}x; "
+              f"paired turns {ratio:.3f}x [95% CI {low:.3f}, {high:.3f}] ({tier.latency_rounds} turns of "
+              f"{paired.forwards_per_turn} forwards)")
+
+
 def committed_board(tier: str):
     """(paths, path, board) of results/<tier>/leaderboard.json; a clear error when it is missing."""
     from . import leaderboard
@@ -265,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", default=None, help="i/n: compare with the baseline's cases of this shard only")
     p.add_argument("--out", default=None, help="also write the Markdown report here")
     p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("timeit", help="time one case and its reference standalone (torch.utils.benchmark) "
+                       "beside the harness's paired turns")
+    p.add_argument("--tier", required=True)
+    p.add_argument("--case", required=True, help="one case id (or a pattern matching one)")
+    p.add_argument("--seconds", type=float, default=5.0, help="adaptive_autorange's max_run_time per model")
+    p.set_defaults(func=cmd_timeit)
     p = sub.add_parser("baseline", help="refresh baselines/<tier>.json from results/<tier>/leaderboard.json")
     p.add_argument("--tier", required=True)
     p.set_defaults(func=cmd_baseline)
