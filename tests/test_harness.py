@@ -303,3 +303,15 @@ def test_timeit_prints_standalone_and_paired_speed_ups(project, monkeypatch, cap
     out = capsys.readouterr().out
     assert out.count("speed-up standalone") == 2 and "paired turns" in out  # batch 1 and the tier's batch
     assert cli.main(["timeit", "--tier", "mini", "--case", "prune_*"]) == 2  # two cases match: refused
+
+
+def test_rows_kept_from_before_provenance_are_marked_legacy(project, tmp_path):
+    out = tmp_path / "results"
+    old = {**_row("a"), "test_size": 1000, "environment": {"commit": "0123456789abcdef"}}
+    leaderboard.update(out, "mini", [old, {**_row("b"), "provenance": "measured"}], ["a", "b"], project.root)
+    board = leaderboard.update(out, "mini", [{**_row("b"), "provenance": "measured"}], ["a", "b"], project.root)
+    legacy = next(r for r in board["rows"] if r["case_id"] == "a")
+    assert legacy["provenance"] == "legacy" and legacy["commit"] == "0123456789abcdef"
+    assert legacy["top1_ci95"] == [87.98, 91.71]  # Wilson, 900 of 1,000: centre 0.89847, half-width 0.018622
+    assert board["legacy"] == {"rows": 1, "commits": ["0123456789abcdef"]} and board["schema_version"] == 2
+    assert "1 of 2 rows are legacy" in (out / "LEADERBOARD.md").read_text()
