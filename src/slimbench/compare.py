@@ -28,7 +28,7 @@ from tabulate import tabulate
 
 from . import stats
 from .errors import SlimbenchError
-from .leaderboard import load_predictions
+from .leaderboard import load_predictions, top1_interval
 
 DEFAULT_THRESHOLDS = {"top1_drop": 0.5, "latency_ratio": 1.10, "budget_flip": True, "alpha": 0.01}
 # What must match for latency ratios to count (rows from before cpu_flags_md5 was recorded never match).
@@ -105,6 +105,7 @@ def _ratio(new: Any, old: Any) -> float | None:
 
 
 def _no_predictions(row: dict[str, Any]) -> None:
+    """Default predictions lookup: none (the Wilson intervals decide)."""
     return None
 
 
@@ -159,7 +160,7 @@ def top1_evidence(a: dict[str, Any], b: dict[str, Any], old_pred: np.ndarray | N
         p = stats.mcnemar_exact(b_count, c_count)
         return p < alpha, (f"McNemar exact p={p:.2g} {'<' if p < alpha else '>='} {alpha}: {b_count} images lost, "
                            f"{c_count} gained of {old_pred.shape[1]}")
-    old_ci, new_ci = _wilson(a), _wilson(b)
+    old_ci, new_ci = top1_interval(a), top1_interval(b)
     if old_ci is None or new_ci is None:
         return True, "no predictions or test size: the threshold alone decides"
     apart = new_ci[1] < old_ci[0]
@@ -167,23 +168,11 @@ def top1_evidence(a: dict[str, Any], b: dict[str, Any], old_pred: np.ndarray | N
                    f"{'do not overlap' if apart else 'overlap'}")
 
 
-def _wilson(row: dict[str, Any]) -> list[float] | None:
-    if row.get("top1_ci95"):
-        return list(row["top1_ci95"])
-    if not row.get("test_size"):
-        return None
-    low, high = stats.wilson_interval(round(row["top1"] * row["test_size"] / 100), row["test_size"])
-    return [round(100 * low, 2), round(100 * high, 2)]
-
-
 def _judge_latency(report: Report, case_id: str, a: dict[str, Any], b: dict[str, Any], delta: dict[str, Any],
                    limits: dict[str, Any]) -> None:
     """A slowdown at batch 1 and at the tier's batch size, beyond the threshold and the noise."""
-    samples = [(a.get("latency_samples_ms") or {}).get(k) and (b.get("latency_samples_ms") or {}).get(k) and
-               stats.relative_change(a["latency_samples_ms"][k]["case"], a["latency_samples_ms"][k]["reference"],
-                                     b["latency_samples_ms"][k]["case"], b["latency_samples_ms"][k]["reference"])
-               for k in ("b1", "batch")]
-    if all(samples):
+    samples = _turn_changes(a, b)
+    if samples:
         delta["latency_p"] = [round(s["p"], 4) for s in samples]
         slow = [s["ratio"] > limits["latency_ratio"] and s["p"] < limits["alpha"] and s["ci95"][0] > 1.0
                 for s in samples]
@@ -202,6 +191,15 @@ def _judge_latency(report: Report, case_id: str, a: dict[str, Any], b: dict[str,
         report.regressions.append(f"{case_id}: latency x{' / x'.join(map(str, ratios))} (batch 1 / batch) "
                                   f"relative to the reference (> {limits['latency_ratio']}; medians only: "
                                   "no raw turn times in one of the boards)")
+
+
+def _turn_changes(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """stats.relative_change at batch 1 and at the batch size, or None when a row lacks raw turns."""
+    old, new = a.get("latency_samples_ms") or {}, b.get("latency_samples_ms") or {}
+    if not all(k in old and k in new for k in ("b1", "batch")):
+        return None
+    return [stats.relative_change(old[k]["case"], old[k]["reference"], new[k]["case"], new[k]["reference"])
+            for k in ("b1", "batch")]
 
 
 def _ci(change: dict[str, Any]) -> str:

@@ -137,9 +137,18 @@ def mark_legacy(row: dict[str, Any]) -> dict[str, Any]:
         return row
     row = {**row, "provenance": "legacy", "commit": row.get("commit", row.get("environment", {}).get("commit"))}
     if "top1_ci95" not in row and row.get("test_size"):
-        low, high = stats.wilson_interval(round(row["top1"] * row["test_size"] / 100), row["test_size"])
-        row["top1_ci95"] = [round(100 * low, 2), round(100 * high, 2)]
+        row["top1_ci95"] = top1_interval(row)
     return row
+
+
+def top1_interval(row: dict[str, Any]) -> list[float] | None:
+    """A row's top-1 95% Wilson interval in points: stored, or from its top-1 and test size."""
+    if row.get("top1_ci95"):
+        return list(row["top1_ci95"])
+    if not row.get("test_size"):
+        return None
+    low, high = stats.wilson_interval(round(row["top1"] * row["test_size"] / 100), row["test_size"])
+    return [round(100 * low, 2), round(100 * high, 2)]
 
 
 def legacy_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
