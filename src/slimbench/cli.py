@@ -168,7 +168,7 @@ def cmd_timeit(args: argparse.Namespace) -> None:
     import torch
     from torch.utils.benchmark import Timer
 
-    from . import harness, metrics, stats
+    from . import harness, metrics
     from .cases import expand_cases, load_tier, select
 
     tier = load_tier(args.tier)
@@ -188,12 +188,12 @@ def cmd_timeit(args: argparse.Namespace) -> None:
             standalone[name] = m.median * 1000
             print(f"batch {batch} {name}: standalone median {m.median * 1000:.4g} ms, IQR {m.iqr * 1000:.3g} ms "
                   f"({len(m.times)} blocks)")
-        paired = metrics.paired_latency(outcome.reference, outcome.model, x, tier.latency_rounds, tier.latency_warmup)
-        low, high = stats.bootstrap_ratio_ci(paired.reference_ms, paired.case_ms)
-        ratio = stats.median_iqr(paired.reference_ms)[0] / stats.median_iqr(paired.case_ms)[0]
+        paired = harness.latency_fields(metrics.paired_latency(outcome.reference, outcome.model, x,
+                                                               tier.latency_rounds, tier.latency_warmup), "")
+        low, high = paired["speedup_ci95"]
         print(f"batch {batch}: speed-up standalone {standalone['reference'] / standalone['case']:.3f}x; "
-              f"paired turns {ratio:.3f}x [95% CI {low:.3f}, {high:.3f}] ({tier.latency_rounds} turns of "
-              f"{paired.forwards_per_turn} forwards)")
+              f"paired turns {paired['speedup']:.3f}x [95% CI {low:.3f}, {high:.3f}] ({tier.latency_rounds} turns "
+              f"of {paired['forwards_per_turn']} forwards)")
 
 
 def committed_board(tier: str):

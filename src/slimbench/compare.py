@@ -83,12 +83,6 @@ def load_board(path: str | Path) -> Board:
     return Board(by_id, env, predictions_dir(path))
 
 
-def load_rows(path: str | Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Rows by case id and the environment of a leaderboard JSON (or a pytest-benchmark JSON)."""
-    board = load_board(path)
-    return board.rows, board.environment
-
-
 @dataclass
 class Report:
     deltas: list[dict[str, Any]] = field(default_factory=list)

@@ -6,7 +6,6 @@ latency) are measured fresh in every run so that ratios compare models timed in 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import inspect
 import json
@@ -19,7 +18,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -31,6 +29,7 @@ from .datasets import DataSplits, load_splits
 from .determinism import deterministic
 from .environment import fingerprint
 from .errors import ConfigError
+from .leaderboard import encode_predictions
 from .methods import METHODS, Context
 from .models import build_model_for
 from .teachers import load_teacher
@@ -259,6 +258,7 @@ def measure(case: Case, outcome: Outcome, tier: Tier, benchmark_ms: float | None
     budget = Budget.from_config(case.budget)
     q = outcome.quality
     accuracy = accuracy_fields(outcome.predictions, data.test.labels)
+    env = row_environment()
     speeds = {**latency_fields(single, ""), **latency_fields(batch, "_batch")}
     row = {
         "case_id": case.case_id, "method": case.method, "family": case.family, "dataset": case.dataset,
@@ -271,7 +271,7 @@ def measure(case: Case, outcome: Outcome, tier: Tier, benchmark_ms: float | None
         "macs": metrics.count_macs(model, one), **speeds,
         "seed": case.seed, "train_seconds": q["train_seconds"],
         "study": case.study, "group_id": case.group_id, "trained_on": q.get("trained_on", "cpu"),
-        "tag": case.tag, "from_case": case.from_case, "environment": row_environment(),
+        "tag": case.tag, "from_case": case.from_case, "environment": env,
         # keys beyond the contract
         "tier": case.tier, "num_classes": data.num_classes, "weight_bits": metrics.weight_bits(model), "batch_size": tier.batch_size,
         "threads": torch.get_num_threads(), "latency_rounds": tier.latency_rounds,
@@ -282,7 +282,7 @@ def measure(case: Case, outcome: Outcome, tier: Tier, benchmark_ms: float | None
         "recipe": case.recipe, "method_log": q.get("method_log", {}), "cache_hit": outcome.cache_hit,
         "size_bytes_zipped": metrics.zipped_size_bytes(model),
         "reference_size_bytes_zipped": metrics.zipped_size_bytes(reference),
-        **provenance(case, outcome),
+        **provenance(case, outcome, env),
     }
     if case.family == "prune":
         row["per_layer"] = metrics.per_layer_params(reference, model)
@@ -296,10 +296,9 @@ def _samples(timing: metrics.PairedTiming) -> dict[str, list[float]]:
             "case": [float(f"{t:.4g}") for t in timing.case_ms]}
 
 
-def provenance(case: Case, outcome: Outcome) -> dict[str, Any]:
+def provenance(case: Case, outcome: Outcome, env: dict[str, Any]) -> dict[str, Any]:
     """Where a row's model comes from: its weights' md5, cache key, config, data and teacher md5,
-    the thread count it was made with, and the commit (dirty or not) that measured it."""
-    env = row_environment()
+    the thread count it was made with, and the commit (dirty or not, from ``env``) that measured it."""
     return {"model_md5": metrics.model_md5(outcome.model), "cache_key": outcome.key,
             "config_hash": case.config_hash(), "data_md5": outcome.data.data_md5,
             "teacher_md5": outcome.reference_meta.get("md5"), "threads_trained": outcome.quality.get("threads"),
@@ -308,8 +307,7 @@ def provenance(case: Case, outcome: Outcome) -> dict[str, Any]:
 
 def predictions_fields(predictions: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     """``predictions_md5`` (of the uint8 predicted classes) and the row's transport copy of
-    predictions and labels (base64 of a 2 x N uint8 array; `leaderboard` moves it to a sidecar)."""
+    predictions and labels (`leaderboard` moves it to a sidecar)."""
     pred = predictions.to(torch.uint8).numpy()
-    both = np.stack([pred, labels.to(torch.uint8).numpy()])
     return {"predictions_md5": hashlib.md5(pred.tobytes()).hexdigest(),
-            "predictions_b64": base64.b64encode(both.tobytes()).decode()}
+            "predictions_b64": encode_predictions(pred, labels.numpy())}

@@ -136,8 +136,8 @@ def mark_legacy(row: dict[str, Any]) -> dict[str, Any]:
     if row.get("provenance"):
         return row
     row = {**row, "provenance": "legacy", "commit": row.get("commit", row.get("environment", {}).get("commit"))}
-    if "top1_ci95" not in row and row.get("test_size"):
-        row["top1_ci95"] = top1_interval(row)
+    if (interval := top1_interval(row)) is not None:
+        row["top1_ci95"] = interval
     return row
 
 
@@ -157,13 +157,22 @@ def legacy_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"rows": len(legacy), "commits": sorted({str(r.get("commit")) for r in legacy})}
 
 
+def encode_predictions(predictions: np.ndarray, labels: np.ndarray) -> str:
+    """The row's transport copy of predictions and labels: base64 of a 2 x N uint8 array."""
+    return base64.b64encode(np.stack([predictions, labels]).astype(np.uint8).tobytes()).decode()
+
+
+def decode_predictions(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype=np.uint8).reshape(2, -1)
+
+
 def store_predictions(folder: Path, rows: list[dict[str, Any]]) -> None:
     """Move each row's transported predictions to ``folder/<case_id>.npy`` (uint8, 2 x N: predicted
     class, label) and drop sidecars of cases no longer on the board."""
     folder.mkdir(parents=True, exist_ok=True)
     for row in rows:
         if "predictions_b64" in row:
-            both = np.frombuffer(base64.b64decode(row.pop("predictions_b64")), dtype=np.uint8).reshape(2, -1)
+            both = decode_predictions(row.pop("predictions_b64"))
             atomic_write(folder / f"{row['case_id']}.npy", partial(_save_npy, array=both))
     wanted = {f"{r['case_id']}.npy" for r in rows}
     for stale in folder.glob("*.npy"):
@@ -179,7 +188,7 @@ def _save_npy(tmp: str, array: np.ndarray) -> None:
 def load_predictions(folder: Path, row: dict[str, Any]) -> np.ndarray | None:
     """The (2, N) predictions/labels array of a row, or None when absent or not matching its md5."""
     if "predictions_b64" in row:
-        return np.frombuffer(base64.b64decode(row["predictions_b64"]), dtype=np.uint8).reshape(2, -1)
+        return decode_predictions(row["predictions_b64"])
     path = folder / f"{row['case_id']}.npy"
     if not row.get("predictions_md5") or not path.is_file():
         return None
