@@ -23,11 +23,11 @@ def predictions(wrong: int, offset: int = 0) -> str:
     return base64.b64encode(np.stack([pred, LABELS]).astype(np.uint8).tobytes()).decode()
 
 
-def turns(case_ms, reference_ms, n=30, seed=0):
-    """Raw per-turn times with 3% noise (seeded), as measure() stores them."""
+def turns(case_ms, reference_ms, n=30, seed=0, noise=0.03):
+    """Raw per-turn times with relative noise (seeded), as measure() stores them."""
     rng = np.random.default_rng(seed)
-    return {"case": list(case_ms * (1 + 0.03 * rng.standard_normal(n))),
-            "reference": list(reference_ms * (1 + 0.03 * rng.standard_normal(n)))}
+    return {"case": list(case_ms * (1 + noise * rng.standard_normal(n))),
+            "reference": list(reference_ms * (1 + noise * rng.standard_normal(n)))}
 
 
 def row(case_id, top1=90.0, latency=1.0, met=True, reference_latency=2.0, batch_latency=None, **extra):
@@ -98,10 +98,16 @@ def test_latency_regressions_need_both_batch_sizes_and_significance():
         "c": row("c", latency_samples_ms={"b1": turns(3.0, 6.0, seed=7), "batch": turns(30.0, 60.0, seed=8)}),
         "d": row("d", latency_samples_ms={"b1": turns(1.5, 2.0, seed=9), "batch": turns(10.0, 20.0, seed=10)}),
     }
+    # e: about x1.12 / x1.18 with 8% noise per turn: p < 0.01, but the batch-1 interval reaches below 1.1
+    new["e"] = row("e", latency_samples_ms={"b1": turns(1.18, 2.0, seed=11, noise=0.08),
+                                            "batch": turns(11.8, 20.0, seed=12, noise=0.08)})
+    old["e"] = row("e", latency_samples_ms={"b1": turns(1.0, 2.0, seed=13, noise=0.08),
+                                            "batch": turns(10.0, 20.0, seed=14, noise=0.08)})
     report = compare.compare(old, new, ENV, ENV)
     assert [r.split(":")[0] for r in report.regressions] == ["b"]  # 1.5x slower at both batch sizes
     assert "Mann-Whitney p=" in report.regressions[0]
     # c: the whole machine 3x slower (reference too) cancels; d: slower at batch 1 only
+    assert [r.split(":")[0] for r in report.within_noise] == ["e"]
 
 
 def test_medians_decide_when_raw_turns_are_missing():
