@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from matrix import TierProblems
 from slimbench import harness
 from slimbench.cases import Case, load_tier, select, shard
 
@@ -23,6 +24,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--cached-only", action="store_true",
                      help="skip cases whose compressed model is not in the case cache (measure what "
                           "`slimbench compress` made, e.g. on a GPU machine)")
+    parser.addoption("--strict-budgets", action="store_true",
+                     help="stop before any case runs when a selected case's budget is known to be out of reach")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -48,8 +51,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
 
     def wanted(item: pytest.Item) -> bool:
-        if not hasattr(item, "callspec"):
-            return True
+        if not hasattr(item, "callspec") or isinstance(item.callspec.params["case"], TierProblems):
+            return True  # a selected tier's problems stop the session whatever --case says
         case = item.callspec.params["case"]
         return bool(select([case], pattern)) and bool(shard([case], part))
 
@@ -58,11 +61,41 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = keep
 
 
+def _selected(session: pytest.Session) -> list:
+    return [item.callspec.params["case"] for item in session.items
+            if hasattr(item, "callspec") and "case" in item.callspec.params]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Before any case runs: a selected tier with params.yaml problems stops the session (exit 2,
+    one line per problem; other tiers' problems do not matter), and so, with --strict-budgets,
+    does a selected case whose budget is known to be out of reach (otherwise a warning)."""
+    selected = _selected(session)
+    problems = [p for t in selected if isinstance(t, TierProblems) for p in t.problems]
+    if problems:
+        pytest.exit("slimbench: the selected tier's params.yaml entry has problems; fix them (`slimbench check`):\n"
+                    + "\n".join(problems), returncode=2)
+    if session.config.option.collectonly:
+        return
+    from slimbench.feasibility import infeasible_cases
+
+    lines = list(infeasible_cases([c for c in selected if isinstance(c, Case)]).values())
+    if lines and session.config.getoption("--strict-budgets"):
+        pytest.exit("slimbench: --strict-budgets: case(s) that cannot meet their budget:\n" + "\n".join(lines),
+                    returncode=2)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for line in lines if reporter else []:
+        reporter.write_line(f"slimbench: warning: {line}; it runs, and cannot meet its budget "
+                            "(--strict-budgets refuses it)", yellow=True)
+
+
 @pytest.fixture
 def run_case(benchmark, request):
     """Compress (or load from cache), time inference with the benchmark fixture, record the row."""
 
     def run(case: Case) -> dict:
+        if isinstance(case, TierProblems):
+            pytest.fail(f"tier {case.tier} has params.yaml problems:\n" + "\n".join(case.problems), pytrace=False)
         tier = load_tier(case.tier)
         torch.set_num_threads(tier.threads)
         outcome = harness.compress_case(case, cached_only=request.config.getoption("--cached-only"))

@@ -6,12 +6,34 @@ import math
 
 import pytest
 
-from slimbench.cases import expand_cases
+from slimbench.cases import expand_cases, tier_problems
+from slimbench.errors import SlimbenchError
+
+
+class TierProblems:
+    """Stands in for the cases of a tier whose params.yaml entry has problems: collecting it must
+    not break the other tiers' collection; selecting it stops the session (conftest.py)."""
+
+    def __init__(self, tier: str, problems: list[str]) -> None:
+        self.tier, self.problems = tier, problems
+        self.case_id = f"{tier}-config-problems"
+
+    def __repr__(self) -> str:
+        return f"TierProblems({self.tier!r}, {len(self.problems)} problem(s))"
 
 
 def tier_params(tier: str) -> list:
-    """pytest params for every case of ``tier``, with readable ids and the tier's marker."""
-    return [pytest.param(case, id=case.case_id, marks=getattr(pytest.mark, tier)) for case in expand_cases(tier)]
+    """pytest params for every case of ``tier``, with readable ids and the tier's marker; a tier
+    with problems gives one param (a ``TierProblems``) whose test fails with them. Never raises."""
+    mark = getattr(pytest.mark, tier)
+    try:
+        problems = tier_problems(tier)
+        cases = [] if problems else expand_cases(tier)
+    except SlimbenchError as exc:  # e.g. malformed YAML: every tier reports it, none is collected
+        problems, cases = [str(exc)], []
+    if problems:
+        return [pytest.param(TierProblems(tier, problems), id=f"{tier}-config-problems", marks=mark)]
+    return [pytest.param(case, id=case.case_id, marks=mark) for case in cases]
 
 
 def check_row(row: dict) -> None:

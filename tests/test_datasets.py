@@ -192,7 +192,7 @@ def test_food11_rejects_misnamed_files(tmp_path):
 def test_corrupt_prepared_cache_says_how_to_rebuild(tmp_path):
     bad = tmp_path / "x.pt"
     bad.write_bytes(b"\x00" * 10)
-    with pytest.raises(IntegrityError, match="corrupt prepared data .*x.pt.*fix: delete it and run `slimbench prepare`"):
+    with pytest.raises(IntegrityError, match="corrupt prepared data .*x.pt.*fix: delete it and run `slimbench prepare x`"):
         load_prepared(bad)
 
 

@@ -158,20 +158,21 @@ def test_code_md5_covers_the_core_and_the_method_module():
     assert harness.code_md5("kd_logits") == harness.sources_md5(harness.CORE_SOURCES + ("methods/distill.py",))
 
 
-def test_quantized_models_are_recomputed_not_cached(project):
+def test_quantized_models_are_cached_and_restored(project):
     case = expand_cases("mini", project)[3]
     first, second = harness.compress_case(case, project), harness.compress_case(case, project)
-    assert not first.cache_hit and not second.cache_hit
-    assert not (project.cache / "mini" / case.case_id).exists()
+    assert not first.cache_hit and second.cache_hit
+    assert metrics.model_md5(second.model) == metrics.model_md5(first.model)
 
 
-def test_a_corrupt_cache_entry_is_recomputed_and_replaced(project):
+def test_a_corrupt_cache_entry_is_recomputed_and_replaced(project, capsys):
     case = expand_cases("mini", project)[1]
     harness.compress_case(case, project)
     (entry,) = (project.cache / "mini" / case.case_id).iterdir()
-    (entry / "model.pt").write_bytes(b"truncated")
+    (entry / "state.pt").write_bytes(b"truncated")
     again = harness.compress_case(case, project)
     assert not again.cache_hit
+    assert "state.pt" in capsys.readouterr().out
     assert harness.compress_case(case, project).cache_hit  # the entry was rewritten whole
 
 

@@ -45,7 +45,7 @@ def test_missing_and_unknown_teachers(tmp_path):
     (tmp_path / "params.yaml").write_text("teachers:\n  t1: {dataset: digits, model: fashion_cnn}\n")
     with pytest.raises(ConfigError, match="unknown teacher 'nope'; valid teachers: t1"):
         load_teacher("nope", Paths(tmp_path))
-    with pytest.raises(IntegrityError, match="missing teacher metadata .*t1.json; fix: run `dvc pull"):
+    with pytest.raises(IntegrityError, match="missing teacher metadata .*t1.json; fix: `git checkout teachers/t1.json`"):
         load_teacher("t1", Paths(tmp_path))
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shutil
 import sys
 from pathlib import Path
 
 from .errors import SlimbenchError
+from .fileio import clean_stale_temporaries, temporary_prefix
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -33,8 +35,25 @@ def cmd_list(args: argparse.Namespace) -> None:
             print(case.case_id)
 
 
+class CaseOutcomes:
+    """pytest plugin: which benchmark cases passed and which failed (setup, call or teardown)."""
+
+    def __init__(self) -> None:
+        self.passed: set[str] = set()
+        self.failed: set[str] = set()
+
+    def pytest_runtest_logreport(self, report) -> None:
+        case = report.nodeid.rpartition("[")[2].rstrip("]") if report.nodeid.endswith("]") else None
+        if case is None:
+            return
+        if report.failed:
+            self.failed.add(case)
+        elif report.when == "call" and report.passed:
+            self.passed.add(case)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run a tier's benchmark cases through pytest, then rebuild its leaderboard."""
+    """Run a tier's benchmark cases through pytest, then publish the rows of the cases that passed."""
     import pytest
 
     from .cases import expand_cases, select
@@ -44,20 +63,56 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not select(expand_cases(args.tier, paths), args.case):
         raise SlimbenchError(f"no case of tier {args.tier} matches {args.case!r}; "
                              f"fix: see `slimbench list cases --tier {args.tier}`")
-    json_path = Path(args.benchmark_json or paths.results(args.tier) / "benchmark.json")
+    json_path = Path(args.benchmark_json) if args.benchmark_json else run_json_path(paths.root, args.tier)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    argv = [str(paths.root / "benchmarks"), "-m", args.tier, f"--benchmark-json={json_path}",
+    clean_stale_temporaries(json_path.parent)
+    partial = json_path.with_name(f"{temporary_prefix(json_path)}partial.tmp")  # renamed into place when pytest is done
+    argv = [str(paths.root / "benchmarks"), "-m", args.tier, f"--benchmark-json={partial}",
             "--benchmark-columns=median,iqr,rounds", "-p", "no:cacheprovider"]
     argv += ["--case", args.case] if args.case else []
     argv += ["--cached-only"] if args.cached_only else []
     argv += ["--shard", args.shard] if args.shard else []
-    status = int(pytest.main(argv + args.pytest_args))
-    if status != 0:  # a failed case's row must not reach the leaderboard
+    argv += ["--strict-budgets"] if args.strict_budgets else []
+    outcomes = CaseOutcomes()
+    try:
+        status = int(pytest.main(argv + args.pytest_args, plugins=[outcomes]))
+        if partial.is_file():
+            drop_failed_rows(partial, outcomes.failed)
+            os.replace(partial, json_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    if status not in (0, 1) or not json_path.is_file():  # interrupted, unusable arguments, no case ran
         print(f"slimbench: pytest exited with {status}; leaderboard of tier {args.tier} left unchanged",
               file=sys.stderr)
-    elif not args.no_report:
-        report(args.tier, json_path)
+        return status or 1
+    if outcomes.failed:
+        print(f"slimbench: {len(outcomes.failed)} case(s) failed, their rows are not published: "
+              f"{', '.join(sorted(outcomes.failed))}", file=sys.stderr)
+    passed = outcomes.passed - outcomes.failed
+    if not args.no_report and passed:
+        report(args.tier, json_path, keep=passed)
     return status
+
+
+def drop_failed_rows(path: Path, failed: set[str]) -> None:
+    """Keep a failed case's timing in the benchmark JSON but not its row, so that no later
+    `slimbench report` publishes it."""
+    import json
+
+    blob = json.loads(path.read_text())
+    for bench in blob.get("benchmarks", []):
+        info = bench.get("extra_info", {})
+        if info.get("case_id") in failed:
+            bench["extra_info"] = {"failed_case_id": info["case_id"]}
+    path.write_text(json.dumps(blob, indent=4))
+
+
+def run_json_path(root: Path, tier: str) -> Path:
+    """Each run's own pytest-benchmark JSON: results/runs/<tier>/<UTC time>-<pid>.json."""
+    from datetime import datetime, timezone
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return root / "results" / "runs" / tier / f"{stamp}-{os.getpid()}.json"
 
 
 def use_device(name: str | None) -> None:
@@ -113,10 +168,14 @@ def publish(tier: str, rows: list[dict], source: str) -> None:
           f"({len(board['rows'])} rows)")
 
 
-def report(tier: str, json_path: Path) -> None:
+def report(tier: str, json_path: Path, keep: set[str] | None = None) -> None:
+    """Publish the rows of a benchmark JSON (only the cases in ``keep`` when given)."""
     from . import leaderboard
 
-    publish(tier, leaderboard.rows_from_benchmark_json(json_path), str(json_path))
+    rows = leaderboard.rows_from_benchmark_json(json_path)
+    if keep is not None:
+        rows = [r for r in rows if r["case_id"] in keep]
+    publish(tier, rows, str(json_path))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -252,17 +311,75 @@ def cmd_teacher(args: argparse.Namespace) -> None:
 
 
 def cmd_teachers(args: argparse.Namespace) -> None:
-    import json
-
     from .config import default_paths
     from .fileio import write_text
     from .leaderboard import render_teachers
+    from .teachers import TABLE_KEYS, read_teacher_meta
 
     paths = default_paths()
-    metas = [json.loads(p.read_text()) for p in sorted(paths.teachers.glob("*.json"))]
+    metas = [read_teacher_meta(p, TABLE_KEYS) for p in sorted(paths.teachers.glob("*.json"))]
     text = render_teachers(metas)
     write_text(paths.root / "results" / "TEACHERS.md", text)
     print(text)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate tiers of params.yaml (all by default): one line per problem, exit 2 if any."""
+    from .cases import tier_names, tier_problems
+
+    tiers = [args.tier] if args.tier else tier_names()
+    problems = [p for tier in tiers for p in tier_problems(tier)]
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"slimbench: {len(problems)} problem(s) in params.yaml (tiers: {', '.join(tiers)})", file=sys.stderr)
+        return 2
+    print(f"slimbench check: params.yaml OK (tiers: {', '.join(tiers)})")
+    return 0
+
+
+TIER_COMMANDS = ("run", "compress", "merge", "baseline", "timeit", "report")
+
+
+def checked_tier(args: argparse.Namespace) -> int | None:
+    """Validate the tier the command names before anything trains: its problems are errors (exit
+    2); another tier's problems are a one-line warning each tier."""
+    from .cases import tier_names, tier_problems
+
+    tier = args.tier if args.command in TIER_COMMANDS or (args.command == "list" and args.what == "cases") else None
+    if tier is None:
+        return None
+    problems = tier_problems(tier)
+    for problem in problems:
+        print(f"slimbench: error: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    for other in tier_names():
+        count = len(tier_problems(other)) if other != tier else 0
+        if count:
+            print(f"slimbench: warning: tier {other} has {count} problem(s); see slimbench check --tier {other}",
+                  file=sys.stderr)
+    return None
+
+
+def checked_budgets(args: argparse.Namespace) -> int | None:
+    """`compress`: one line per selected case whose budget is out of reach (known before training);
+    with --strict-budgets these are errors (exit 2), otherwise warnings. (`run` has the benchmark
+    session do the same check at collection, for `pytest benchmarks` too.)"""
+    from .cases import expand_cases, select, shard
+    from .feasibility import infeasible_cases
+
+    if args.command != "compress":
+        return None
+    lines = infeasible_cases(shard(select(expand_cases(args.tier), args.case), args.shard)).values()
+    for line in lines:
+        if args.strict_budgets:
+            print(f"slimbench: error: {line}; fix: change the budget or the model, or run without --strict-budgets",
+                  file=sys.stderr)
+        else:
+            print(f"slimbench: warning: {line}; the run goes on and the case cannot meet its budget "
+                  "(--strict-budgets refuses it)", file=sys.stderr)
+    return 2 if lines and args.strict_budgets else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,12 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a tier's cases and update its leaderboard")
     p.add_argument("--tier", required=True)
     p.add_argument("--case", default=None, help="shell-style pattern over case ids")
-    p.add_argument("--benchmark-json", default=None, help="default: results/<tier>/benchmark.json")
+    p.add_argument("--benchmark-json", default=None,
+                   help="default: a file of this run's own, results/runs/<tier>/<time>-<pid>.json")
     p.add_argument("--no-report", action="store_true", help="only write the benchmark JSON")
     p.add_argument("--cached-only", action="store_true",
                    help="measure only cases whose model is cached (made by `slimbench compress`); skip the rest")
     p.add_argument("--shard", default=None, help="i/n: only the i-th of n stable shards of the cases "
                    "(merge the shards' --benchmark-json files with `slimbench merge`)")
+    p.add_argument("--strict-budgets", action="store_true",
+                   help="refuse (exit 2, before training) cases whose budget is known to be out of reach")
     p.add_argument("pytest_args", nargs="*", help="extra pytest arguments after --")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("merge", help="join shard results (benchmark or leaderboard JSONs) into a tier's leaderboard")
@@ -314,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--case", default=None, help="shell-style pattern over case ids")
     p.add_argument("--shard", default=None, help="i/n: only the i-th of n stable shards of the cases")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: $SLIMBENCH_DEVICE or cpu)")
+    p.add_argument("--strict-budgets", action="store_true",
+                   help="refuse (exit 2, before training) cases whose budget is known to be out of reach")
     p.set_defaults(func=cmd_compress)
     p = sub.add_parser("report", help="rebuild a tier's leaderboard from a benchmark JSON")
     p.add_argument("--tier", required=True)
@@ -332,19 +454,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_teacher)
     p = sub.add_parser("teachers", help="write results/TEACHERS.md from the teachers' metadata")
     p.set_defaults(func=cmd_teachers)
+    p = sub.add_parser("check", help="validate params.yaml tiers (all by default); exit 2 on any problem")
+    p.add_argument("--tier", default=None, help="only this tier")
+    p.set_defaults(func=cmd_check)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command in ("run", "compress", "merge", "baseline"):
-            from .cases import load_tier
-
-            load_tier(args.tier)  # unknown tiers fail before pytest starts
-        status = args.func(args)
+        # the named tier is checked (and, for run/compress, its budgets) before pytest or training starts
+        status = checked_tier(args) or checked_budgets(args) or args.func(args)
     except SlimbenchError as exc:
         print(f"slimbench: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a write outside fileio's guarded ones (theirs raise DiskFullError)
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"slimbench: error: no space left on device writing {exc.filename or 'a file'}; fix: free space "
+              "on that filesystem and rerun (stores are atomic: nothing half-written was kept)", file=sys.stderr)
         return 2
     return int(status or 0)
 

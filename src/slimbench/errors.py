@@ -22,3 +22,7 @@ class BudgetError(SlimbenchError, ValueError):
 
 class ConfigError(SlimbenchError, ValueError):
     """A malformed params.yaml entry or case definition."""
+
+
+class DiskFullError(SlimbenchError, OSError):
+    """No space left for a write; nothing was half-written."""

@@ -9,9 +9,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -21,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import metrics, stats
+from . import case_cache, metrics, stats
 from .budgets import Budget
 from .cases import Case, Tier, expand_cases
 from .config import Paths, default_paths
@@ -52,11 +50,13 @@ class Outcome:
 
 # The sources that decide any compressed model; a case's key adds its method's own module, so
 # editing one method invalidates that method's cached models only. Bump CACHE_FORMAT when this
-# file changes what a cache entry holds or how its quality numbers are measured, or when a
+# file or case_cache.py changes what a cache entry holds or how its quality numbers are measured, or when a
 # helper that methods call from metrics.py or budgets.py (count_params, Budget) changes what
 # it returns: those two modules mostly hold measuring and reporting code, so they are left out.
 CORE_SOURCES = ("training.py", "determinism.py", "datasets", "models", "methods/base.py")
-CACHE_FORMAT = 2  # 2: entries hold the test predictions; keys hold the thread count
+# 2: entries hold the test predictions; keys hold the thread count. 3: entries hold the model's
+# state_dict (rebuilt by Method.restore, never unpickled) and entry.json (md5 of every file, model_md5).
+CACHE_FORMAT = 3
 
 
 def sources_md5(entries: tuple[str, ...]) -> str:
@@ -120,27 +120,39 @@ def compress_case(case: Case, paths: Paths | None = None, cached_only: bool = Fa
     if upstream:
         reference = upstream.model
     key_dir = paths.cache / case.tier / case.case_id / key
-    cached = _load_cached(key_dir) if method.cacheable else None
+    build = _builder(case, data, reference_meta)
+    resume_dir = key_dir.parent / f".resume-{key}" if method.cacheable else None
+    ctx = Context(data=data, teacher=reference, recipe=replace(Recipe.from_dict(case.recipe), seed=case.seed),
+                  settings=dict(case.settings), build_model=build, seed=case.seed, resume_dir=resume_dir)
+
+    def given_model() -> nn.Module:  # the method's input; called seeded: a student's initial weights are the case's
+        return upstream.model if upstream else reference if case.model == "reference" else build()
+
+    def restore(state: dict[str, Any], quality: dict[str, Any]) -> nn.Module:
+        """The cached model rebuilt by its method from the input compress got, run once as a check."""
+        with deterministic(case.seed):
+            restore_ctx = replace(ctx, settings=dict(ctx.settings), log=dict(quality.get("method_log") or {}))
+            model = method.restore(given_model(), state, budget, restore_ctx)
+        with torch.inference_mode():
+            model(example_input(data, 2))
+        return model
+
+    cached = case_cache.load(key_dir, restore) if method.cacheable else None
     if cached is not None:
         return Outcome(cached[0], reference, reference_meta, data, cached[1], cache_hit=True, key=key,
                        predictions=cached[2])
     if cached_only and method.cacheable:
         return None
-    build = _builder(case, data, reference_meta)
-    resume_dir = key_dir.parent / f".resume-{key}" if method.cacheable else None
-    ctx = Context(data=data, teacher=reference, recipe=replace(Recipe.from_dict(case.recipe), seed=case.seed),
-                  settings=dict(case.settings), build_model=build, seed=case.seed, resume_dir=resume_dir)
     start = time.perf_counter()
     with deterministic(case.seed):  # seeded before the student is built: its initial weights are the case's
-        given = upstream.model if upstream else reference if case.model == "reference" else build()
-        model = method(given, budget, ctx).eval()
+        model = method(given_model(), budget, ctx).eval()
     seconds = time.perf_counter() - start
     predictions = predict(model, data.test, data).argmax(1)
     quality = {"top1": 100.0 * (predictions == data.test.labels).float().mean().item(), "val_top1": evaluate(model, data.val, data),
                "reference_top1": evaluate(reference, data.test, data), "train_seconds": round(seconds, 2),
                "trained_on": trained_on(), "threads": torch.get_num_threads(), "method_log": ctx.log}
     if method.cacheable:
-        _store(key_dir, model, quality, predictions)
+        case_cache.store(key_dir, model, quality, predictions)
         shutil.rmtree(resume_dir, ignore_errors=True)
     return Outcome(model, reference, reference_meta, data, quality, cache_hit=False, key=key,
                    predictions=predictions)
@@ -164,40 +176,6 @@ def _upstream_outcome(case: Case, paths: Paths, cached_only: bool) -> Outcome | 
         return None
     upstream = next(c for c in expand_cases(case.tier, paths) if c.case_id == case.from_case)
     return compress_case(upstream, paths, cached_only)
-
-
-def _load_cached(key_dir: Path) -> tuple[nn.Module, dict[str, Any], torch.Tensor] | None:
-    """The cached model, quality numbers and test predictions, or None (missing or unreadable: recompute)."""
-    if not (key_dir / "model.pt").is_file():
-        return None
-    try:
-        # Whole pickled modules; the cache is written by this harness on this machine, never downloaded.
-        model = torch.load(key_dir / "model.pt", map_location="cpu", weights_only=False)
-        predictions = torch.load(key_dir / "predictions.pt", map_location="cpu", weights_only=True).long()
-        return model, json.loads((key_dir / "quality.json").read_text()), predictions
-    except Exception as exc:  # noqa: BLE001 - a damaged entry is a miss, and is replaced
-        print(f"ignoring unreadable cache entry {key_dir} ({exc.__class__.__name__}); recomputing")
-        shutil.rmtree(key_dir, ignore_errors=True)
-        return None
-
-
-def _store(key_dir: Path, model: nn.Module, quality: dict[str, Any], predictions: torch.Tensor) -> None:
-    """Write the cache entry into a temporary folder, then rename it into place (atomic)."""
-    key_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key_dir.name}.", dir=key_dir.parent))
-    try:
-        torch.save(model, tmp / "model.pt")
-        torch.save(predictions.to(torch.uint8), tmp / "predictions.pt")
-        (tmp / "quality.json").write_text(json.dumps(quality, indent=2))
-        if key_dir.exists():
-            shutil.rmtree(key_dir)
-        os.replace(tmp, key_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for stale in key_dir.parent.iterdir():  # older keys of this case are superseded
-        if stale != key_dir and not stale.name.startswith("."):
-            shutil.rmtree(stale, ignore_errors=True)
 
 
 def example_input(data: DataSplits, batch: int) -> torch.Tensor:

@@ -10,7 +10,10 @@ import csv
 import hashlib
 import io
 import json
+import os
+import shutil
 import statistics
+import tempfile
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -22,7 +25,8 @@ from tabulate import tabulate
 from . import stats
 from .environment import fingerprint
 from .errors import ConfigError
-from .fileio import atomic_write, write_json, write_text
+from .fileio import (atomic_write, clean_stale_temporaries, disk_full_is_one_line, folder_bytes, locked,
+                     restore_interrupted_swap, swap_in, temporary_prefix, write_json, write_text)
 from .plots import calibration_curves, pareto_plots, rate_curves
 
 ROW_KEYS = ("case_id", "method", "family", "dataset", "model", "teacher", "budget_kind", "budget_value",
@@ -100,19 +104,63 @@ SCHEMA_VERSION = 2  # 2: uncertainty, provenance and prediction sidecars
 JSON_ONLY = ("latency_samples_ms", "predictions_b64")
 
 
+# What `update` writes: the board set, replaced as a whole. Anything else in a tier's folder
+# (benchmark.json from the DVC stage) is carried over unchanged.
+BOARD_FILES = ("leaderboard.json", "metrics.json", "leaderboard.csv", "LEADERBOARD.md", "plots", "predictions")
+
+
 def update(results_dir: Path, tier: str, new_rows: list[dict[str, Any]], valid_ids: list[str],
            root: Path) -> dict[str, Any]:
     """Replace the rows of the cases just run, keep the other current cases, drop retired ones.
 
     Each new row's predictions move to ``predictions/<case_id>.npy``; a kept row made before
-    rows carried their provenance is marked ``"provenance": "legacy"``.
+    rows carried their provenance is marked ``"provenance": "legacy"``. One process at a time
+    per tier (a lock around read-merge-write); the board set (JSON, metrics, CSV, Markdown,
+    plots, predictions) is written into a staging folder and swapped in at once, so a reader or
+    a kill never sees a mix of two boards.
     """
-    old = load(results_dir / "leaderboard.json") or {"rows": []}
-    fresh = {r["case_id"] for r in new_rows}
-    kept = [mark_legacy(r) for r in old["rows"] if r["case_id"] not in fresh and r["case_id"] in valid_ids]
-    order = {cid: i for i, cid in enumerate(valid_ids)}
-    rows = sorted(kept + [r for r in new_rows if r["case_id"] in order], key=lambda r: order[r["case_id"]])
-    store_predictions(results_dir / "predictions", rows)
+    results_dir.parent.mkdir(parents=True, exist_ok=True)
+    with locked(results_dir.parent / f".{results_dir.name}.lock", f"the {tier} leaderboard"):
+        restore_interrupted_swap(results_dir)
+        clean_stale_temporaries(results_dir.parent)
+        clean_stale_temporaries(results_dir)
+        old = load(results_dir / "leaderboard.json") or {"rows": []}
+        fresh = {r["case_id"] for r in new_rows}
+        kept = [mark_legacy(r) for r in old["rows"] if r["case_id"] not in fresh and r["case_id"] in valid_ids]
+        order = {cid: i for i, cid in enumerate(valid_ids)}
+        rows = sorted(kept + [r for r in new_rows if r["case_id"] in order], key=lambda r: order[r["case_id"]])
+        staged = Path(tempfile.mkdtemp(prefix=temporary_prefix(results_dir), suffix=".tmp", dir=results_dir.parent))
+        try:
+            with disk_full_is_one_line(results_dir.parent, needed=folder_bytes(results_dir)):
+                carry_over(results_dir, staged)
+                board = _write_board(staged, tier, rows, root)
+            os.chmod(staged, 0o755)  # mkdtemp makes 0700 folders
+            swap_in(staged, results_dir)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)  # the previous board after a swap, else the partial one
+    return board
+
+
+def carry_over(results_dir: Path, staged: Path) -> None:
+    """Link the previous folder's files into ``staged``: predictions (kept rows still need them)
+    and whatever is not part of the board set."""
+    if not results_dir.is_dir():
+        return
+    for path in results_dir.rglob("*"):
+        relative = path.relative_to(results_dir)
+        if path.is_dir() or (relative.parts[0] in BOARD_FILES and relative.parts[0] != "predictions"):
+            continue
+        target = staged / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+
+
+def _write_board(folder: Path, tier: str, rows: list[dict[str, Any]], root: Path) -> dict[str, Any]:
+    """Every file of the board set, written into ``folder``."""
+    store_predictions(folder / "predictions", rows)
     env = fingerprint(root)
     threads = sorted({r["threads"] for r in rows if "threads" in r})
     if threads:  # the rows were timed with the tier's threads, not this process's
@@ -120,13 +168,13 @@ def update(results_dir: Path, tier: str, new_rows: list[dict[str, Any]], valid_i
     board = {"tier": tier, "schema_version": SCHEMA_VERSION, "commit": env["commit"],
              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "environment": env, "rows": rows, "summary": summarize(rows), "legacy": legacy_summary(rows)}
-    out = results_dir / "plots"
+    out = folder / "plots"
     plots = pareto_plots(rows, out) + rate_curves(rows, out) + calibration_curves(rows, out)
-    board["plots"] = [str(path.relative_to(results_dir)) for path in plots]
-    write_json(results_dir / "leaderboard.json", board)
-    write_json(results_dir / "metrics.json", dvc_metrics(rows))
-    write_text(results_dir / "leaderboard.csv", render_csv(rows))
-    write_text(results_dir / "LEADERBOARD.md", render_markdown(board))
+    board["plots"] = [str(path.relative_to(folder)) for path in plots]
+    write_json(folder / "leaderboard.json", board)
+    write_json(folder / "metrics.json", dvc_metrics(rows))
+    write_text(folder / "leaderboard.csv", render_csv(rows))
+    write_text(folder / "LEADERBOARD.md", render_markdown(board))
     return board
 
 

@@ -94,7 +94,8 @@ def train_teacher(name: str, paths: Paths | None = None) -> dict[str, Any]:
         model = build_model_for(spec["model"], data, spec.get("model_kwargs"))
         meta["source"] = f"trained from scratch by slimbench on {spec['dataset']} train split"
     paths.teachers.mkdir(parents=True, exist_ok=True)
-    result = fit(model, data, recipe, resume_path=paths.teachers / f".{name}.resume.pt", desc=name)
+    resume = paths.teachers / f".{name}.resume.pt"
+    result = fit(model, data, recipe, resume_path=resume, desc=name)
     # fit's own clock: the epochs of every run that contributed, an interrupted one included
     meta.update(train_seconds=round(result.seconds, 1), best_epoch=result.best_epoch,
                 history=result.history, val_top1=round(evaluate(model, data.val, data), 2),
@@ -104,6 +105,47 @@ def train_teacher(name: str, paths: Paths | None = None) -> dict[str, Any]:
     atomic_torch_save(ckpt, {"state_dict": model.state_dict(), "meta": meta})
     meta["md5"] = md5sum(ckpt)
     write_json(paths.teachers / f"{name}.json", meta)
+    resume.unlink(missing_ok=True)  # only now: a kill before the checkpoint was stored keeps the training
+    return meta
+
+
+LOAD_KEYS = ("architecture", "num_classes", "in_channels", "md5")  # what load_teacher needs
+TABLE_KEYS = ("name", "dataset", *LOAD_KEYS)  # what `slimbench teachers` also reads
+
+
+def checkpoint_fix(name: str) -> str:
+    """Restore a teacher's committed checkpoint and metadata, or rebuild both."""
+    return (f"`dvc pull --force teachers/{name}.pt` and `git checkout teachers/{name}.json` restore the "
+            f"committed pair, or `dvc repro teacher@{name}` retrains it")
+
+
+def meta_fix(name: str) -> str:
+    """teachers/<name>.json is a git-tracked DVC metric (cache: false): git restores it, DVC cannot."""
+    return f"`git checkout teachers/{name}.json` restores it, or `dvc repro teacher@{name}` retrains the teacher"
+
+
+def read_teacher_meta(path: str | os.PathLike, required: tuple[str, ...] = LOAD_KEYS) -> dict[str, Any]:
+    """A teacher's metadata (teachers/<name>.json), checked: a missing, malformed or incomplete
+    file (any of ``required`` absent) raises a one-line IntegrityError naming it and the fix.
+    `slimbench teachers` should read with ``required=TABLE_KEYS``."""
+    path = Path(path)
+    fix = meta_fix(path.stem)
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise IntegrityError(f"missing teacher metadata {path}; fix: {fix}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        why = " ".join(str(exc).split())
+        raise IntegrityError(f"unreadable teacher metadata {path} ({exc.__class__.__name__}: {why}); "
+                             f"fix: {fix}") from None
+    if not isinstance(meta, dict):
+        raise IntegrityError(f"teacher metadata {path} is a JSON {type(meta).__name__}, not an object; fix: {fix}")
+    missing = [key for key in required if key not in meta]
+    if missing:
+        raise IntegrityError(f"teacher metadata {path} lacks {', '.join(missing)}; fix: {fix}")
+    md5 = meta.get("md5", "0" * 32)
+    if not (isinstance(md5, str) and len(md5) == 32 and all(c in "0123456789abcdef" for c in md5)):
+        raise IntegrityError(f"teacher metadata {path} has a malformed md5 {md5!r}; fix: {fix}")
     return meta
 
 
@@ -111,15 +153,19 @@ def load_teacher(name: str, paths: Paths | None = None) -> tuple[nn.Module, dict
     """The teacher model (eval mode) and its metadata, after checking the checkpoint's md5."""
     paths = paths or default_paths()
     meta_path, ckpt = paths.teachers / f"{name}.json", paths.teachers / f"{name}.pt"
-    fix = f"run `dvc pull teachers/{name}.pt` or rebuild it with `dvc repro teacher@{name}`"
     if not meta_path.is_file():
         teacher_spec(name, paths)  # an unknown name lists the valid ones
-        raise IntegrityError(f"missing teacher metadata {meta_path}; fix: {fix}")
-    meta = json.loads(meta_path.read_text())
+    meta = read_teacher_meta(meta_path)
+    fix = checkpoint_fix(name)
     verify_md5(ckpt, meta["md5"], fix)
     with torch.serialization.safe_globals([TorchVersion]):  # a str subclass some checkpoints carry
         blob = torch.load(ckpt, map_location="cpu", weights_only=True)
     model = get_model(meta["architecture"], num_classes=meta["num_classes"], in_channels=meta["in_channels"],
                       **meta.get("model_kwargs", {}))
-    model.load_state_dict(blob["state_dict"], strict=True)
+    try:
+        model.load_state_dict(blob["state_dict"], strict=True)
+    except RuntimeError as exc:  # the pair disagrees: e.g. the JSON of another teacher
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise IntegrityError(f"teacher checkpoint {ckpt} does not fit its metadata {meta_path} ({first}); "
+                             f"fix: {fix}") from None
     return model.eval(), meta

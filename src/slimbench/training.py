@@ -189,7 +189,8 @@ def fit(model: nn.Module, data: DataSplits, recipe: Recipe, loss_fn: LossFn | No
 
     ``on_epoch(epoch, epochs)`` runs before each epoch (loss-weight schedules). With
     ``resume_path``, state is saved atomically after every epoch and a rerun resumes from the
-    last finished epoch; the file is removed when training completes. The model ends on the CPU.
+    last finished epoch. The file outlives training: the caller removes it once the trained model
+    is stored, so a kill in between loses nothing. The model ends on the CPU.
     """
     torch.manual_seed(recipe.seed)
     gen = torch.Generator().manual_seed(recipe.seed)
@@ -221,8 +222,6 @@ def fit(model: nn.Module, data: DataSplits, recipe: Recipe, loss_fn: LossFn | No
     model.to("cpu", memory_format=torch.contiguous_format)
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
-    if resume_path is not None:
-        resume_path.unlink(missing_ok=True)
     return FitResult(state["best_val"], state["best_epoch"], state["seconds"], state["history"])
 
 
@@ -235,7 +234,7 @@ def _save_resume(path: Path, state: dict, model: nn.Module, optimizer: torch.opt
 
 def _load_resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, gen: torch.Generator) -> dict:
-    blob = torch.load(path, map_location=device(), weights_only=False)
+    blob = torch.load(path, map_location=device(), weights_only=True)  # tensors and plain values only
     model.load_state_dict(blob.pop("model"))
     optimizer.load_state_dict(blob.pop("optimizer"))
     scheduler.load_state_dict(blob.pop("scheduler"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,19 +95,55 @@ def seeded_subset(part: ImageSet, n: int | None, seed: int) -> ImageSet:
     return part.take(perm[:n].sort().values)
 
 
+def prepared_fix(path: Path) -> str:
+    """How to rebuild a prepared file, by hand or through its DVC stage."""
+    name = Path(path).stem
+    return f"delete it and run `slimbench prepare {name}` (or `dvc repro data@{name}`)"
+
+
+def content_md5(blob: dict) -> str:
+    """md5 over a prepared blob's tensors (dtype, shape and bytes) and its metadata.
+
+    Recorded by save_prepared and checked by load_prepared: torch.load does not check the
+    bytes of tensor data, so a flipped byte would otherwise load as a different image.
+    """
+    digest = hashlib.md5()
+    for part in ("train", "test"):
+        for tensor in blob[part]:
+            array = tensor.detach().cpu().contiguous().numpy()
+            digest.update(f"{part}:{array.dtype}:{tuple(array.shape)};".encode())
+            digest.update(memoryview(array).cast("B"))
+    meta = {"classes": list(blob["classes"]), "source_md5": blob["source_md5"],
+            "mean": [float(v) for v in blob["mean"]], "std": [float(v) for v in blob["std"]]}
+    digest.update(json.dumps(meta, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
 def save_prepared(path: Path, raw: RawDataset) -> None:
-    """Write decoded tensors atomically, so an interrupted prepare leaves no partial cache."""
+    """Write decoded tensors atomically with their content md5, so an interrupted prepare
+    leaves no partial cache and later damage is caught on load."""
     blob = {"train": (raw.train.images, raw.train.labels), "test": (raw.test.images, raw.test.labels),
             "classes": raw.classes, "source_md5": raw.source_md5, "mean": raw.mean, "std": raw.std}
+    blob["content_md5"] = content_md5(blob)
     atomic_torch_save(path, blob)
 
 
 def load_prepared(path: Path) -> RawDataset:
-    """Read tensors written by save_prepared; a damaged file says how to rebuild it."""
+    """Read tensors written by save_prepared, checking their content md5; a damaged or
+    outdated file raises a one-line IntegrityError that says how to rebuild it."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        return RawDataset(ImageSet(*blob["train"]), ImageSet(*blob["test"]), list(blob["classes"]),
-                          blob["source_md5"], tuple(blob["mean"]), tuple(blob["std"]))
+        expected = blob.get("content_md5")
+        actual = content_md5(blob) if expected else None
+        raw = RawDataset(ImageSet(*blob["train"]), ImageSet(*blob["test"]), list(blob["classes"]),
+                         blob["source_md5"], tuple(blob["mean"]), tuple(blob["std"]))
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same fix
         raise IntegrityError(f"corrupt prepared data {path} ({exc.__class__.__name__}); "
-                             f"fix: delete it and run `slimbench prepare`") from None
+                             f"fix: {prepared_fix(path)}") from None
+    if expected is None:
+        raise IntegrityError(f"prepared data {path} has no content md5 (written before slimbench "
+                             f"checked it); fix: {prepared_fix(path)}")
+    if actual != expected:
+        raise IntegrityError(f"corrupt prepared data {path}: content md5 {actual}, recorded {expected}; "
+                             f"fix: {prepared_fix(path)}")
+    return raw

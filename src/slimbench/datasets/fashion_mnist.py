@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import shutil
+import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 import torch
@@ -13,6 +15,7 @@ from torchvision.datasets import FashionMNIST
 from torchvision.datasets.utils import check_integrity
 
 from ..errors import IntegrityError
+from ..fileio import md5sum
 from .base import ImageSet, RawDataset, combine_md5
 from .mirrors import describe, find_local, remote_mirrors
 
@@ -28,6 +31,13 @@ DECOMPRESSED_MD5 = {
 FIX = ("put the official files in datasets/fashion-mnist/ (`dvc pull datasets.dvc`), point "
        "SLIMBENCH_MIRROR at a folder holding them, `apt-get install dataset-fashion-mnist`, "
        "or allow online downloads with SLIMBENCH_ONLINE=1")
+CORRUPT_FIX = ("replace it with the official file (datasets/ comes back from the DVC cache with "
+               "`dvc checkout --force datasets.dvc`) or delete it")
+GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)  # truncated, bad header/CRC, bad data
+
+
+class _Corrupt(Exception):
+    """A mirror's copy of one file failed verification; ``str`` says how."""
 
 
 def _gunzip_md5(path: Path) -> str:
@@ -39,24 +49,73 @@ def _gunzip_md5(path: Path) -> str:
 
 
 def _verified(path: Path, filename: str, md5: str) -> bool:
-    """Official gz md5, or (Debian) the official decompressed md5."""
-    return check_integrity(str(path), md5) or _gunzip_md5(path) == DECOMPRESSED_MD5[filename]
+    """Official gz md5, or (Debian) the official decompressed md5; an unreadable gzip is not."""
+    try:
+        _check(path, filename, md5)
+        return True
+    except _Corrupt:
+        return False
+
+
+def _check(path: Path, filename: str, md5: str) -> None:
+    """Raise _Corrupt naming ``path``, both md5 sums and, for a broken gzip, why it is unreadable."""
+    if check_integrity(str(path), md5):
+        return
+    why = ""
+    try:
+        if _gunzip_md5(path) == DECOMPRESSED_MD5[filename]:
+            return
+    except GZIP_ERRORS as exc:
+        why = f" (unreadable gzip: {_one_line(exc)})"
+    raise _Corrupt(f"corrupt file {path}: expected md5 {md5}, got {md5sum(path)}{why}")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
+def _find_verified(mirrors: list[str], filename: str, md5: str) -> Path | None:
+    """The first copy of ``filename`` in the local mirrors that verifies: a corrupt copy falls
+    through to the next mirror. None when no mirror has a copy; IntegrityError naming every
+    copy found when all of them are corrupt."""
+    bad = []
+    for mirror in mirrors:
+        found = find_local([mirror], SUBDIRS, filename)
+        if found is None:
+            continue
+        try:
+            _check(found, filename, md5)
+        except _Corrupt as exc:
+            bad.append(str(exc))
+            continue
+        if bad:  # say so: the skipped copy (often DVC-tracked datasets/) stays broken
+            print(f"slimbench: skipped {'; '.join(bad)}; using {found}", file=sys.stderr)
+        return found
+    if not bad:
+        return None
+    raise IntegrityError(f"{'; '.join(bad)}; fix: {CORRUPT_FIX}, or {FIX}")
 
 
 def _stage_local(mirrors: list[str], raw_dir: Path) -> dict[str, str] | None:
-    """Copy verified files from the first local mirror that has them into ``raw_dir``."""
-    sums = {}
+    """Decompress verified files from the local mirrors into ``raw_dir`` (a temporary folder);
+    None when a file is in no local mirror. Every file is checked first, so a corrupt copy is
+    named even when another file is missing."""
+    located = {}
     for url, md5 in FashionMNIST.resources:
         filename = url.rsplit("/", 1)[-1]
-        found = find_local(mirrors, SUBDIRS, filename)
-        if found is None:
-            return None
-        if not _verified(found, filename, md5):
-            actual = hashlib.md5(found.read_bytes()).hexdigest()
-            raise IntegrityError(f"corrupt file {found}: expected md5 {md5}, got {actual}; fix: {FIX}")
-        raw_dir.mkdir(parents=True, exist_ok=True)
-        with gzip.open(found, "rb") as src, open(raw_dir / filename[:-3], "wb") as dst:
-            shutil.copyfileobj(src, dst)
+        located[filename] = (_find_verified(mirrors, filename, md5), md5)
+    if any(found is None for found, _ in located.values()):
+        return None
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    sums = {}
+    for filename, (found, md5) in located.items():
+        try:
+            with gzip.open(found, "rb") as src, open(raw_dir / filename[:-3], "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except GZIP_ERRORS as exc:  # changed between the check and the copy
+            raise IntegrityError(f"corrupt file {found}: unreadable gzip ({_one_line(exc)}); "
+                                 f"fix: {CORRUPT_FIX}, or {FIX}") from None
         sums[filename] = md5
     return sums
 

@@ -31,6 +31,10 @@ def width_for_budget(build: Callable[[float], nn.Module], max_params: float, lo:
     return lo
 
 
+def _shapes(state: dict) -> dict:
+    return {k: getattr(v, "shape", None) for k, v in state.items()}
+
+
 class CompactConv(Method):
     """The case's model rebuilt with ``conv`` convolutions, widest that fits the params budget,
     trained from scratch with cross-entropy. Over budget even at the narrowest width, the
@@ -40,14 +44,35 @@ class CompactConv(Method):
     budget_kinds = ("params",)
     conv: str
 
-    def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
+    def infeasible(self, given: nn.Module, budget: Budget, ctx: Context) -> str | None:
         kwargs = {"conv": self.conv, **({"groups": int(ctx.setting("groups", 2))} if self.conv == "group" else {})}
+        smallest = count_params(ctx.build_model(width=MIN_WIDTH, **kwargs))
+        if budget.kind == "params" and smallest > budget.value:
+            return f"the smallest width ({MIN_WIDTH}) has {smallest:,} params"
+        return None
+
+    def conv_kwargs(self, ctx: Context) -> dict:
+        return {"conv": self.conv, **({"groups": int(ctx.setting("groups", 2))} if self.conv == "group" else {})}
+
+    def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
+        kwargs = self.conv_kwargs(ctx)
         width = width_for_budget(lambda w: ctx.build_model(width=w, **kwargs), budget.value)
         ctx.log.update(width=round(width or MIN_WIDTH, 4), fits_budget=width is not None)
         student = ctx.build_model(width=width or MIN_WIDTH, **kwargs)
         result = fit(student, ctx.data, ctx.recipe, desc=self.name, resume_path=ctx.resume_path(self.name))
         ctx.log.update(best_epoch=result.best_epoch)
         return student
+
+    def structure(self, model: nn.Module, state: dict, budget: Budget, ctx: Context) -> nn.Module:
+        """The student at the logged width (rounded to 4 decimals) if its tensor shapes are the
+        state's, else at the width the budget search gives again."""
+        kwargs = self.conv_kwargs(ctx)
+        if "width" in ctx.log:
+            student = ctx.build_model(width=float(ctx.log["width"]), **kwargs)
+            if _shapes(student.state_dict()) == _shapes(state):
+                return student
+        width = width_for_budget(lambda w: ctx.build_model(width=w, **kwargs), budget.value)
+        return ctx.build_model(width=width or MIN_WIDTH, **kwargs)
 
 
 @register

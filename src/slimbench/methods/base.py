@@ -53,14 +53,16 @@ class Context:
 
 class Method(ABC):
     """A compression method. Subclasses set ``name``, ``family``, ``budget_kinds``, ``settings``
-    (accepted keys with defaults) and implement ``compress``."""
+    (accepted keys with defaults) and implement ``compress``; those whose returned module is not
+    the input's architecture also override ``structure``, so that the case cache can rebuild the
+    model from its state_dict (``restore``)."""
 
     name: ClassVar[str]
     family: ClassVar[str]
     budget_kinds: ClassVar[tuple[str, ...]]
     settings: ClassVar[dict[str, Any]] = {}
     needs_teacher: ClassVar[bool] = False
-    cacheable: ClassVar[bool] = True  # False where the returned model cannot be pickled and reloaded
+    cacheable: ClassVar[bool] = True  # False where ``restore`` cannot rebuild the returned model
 
     def __call__(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         """Validate, deep-copy the input (methods never mutate what they are given), compress."""
@@ -78,6 +80,53 @@ class Method(ABC):
     @abstractmethod
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         """Return the compressed model; ``model`` is already a private copy."""
+
+    def restore(self, given: nn.Module, state: dict[str, Any], budget: Budget, ctx: Context) -> nn.Module:
+        """The model ``compress`` returned for ``given``, rebuilt from its state_dict without training.
+
+        ``given`` is the input compress got (built the same way, under the same seed) and ``ctx``
+        the case's context with ``ctx.log`` holding what compress logged. ``structure`` builds the
+        module, then ``state`` is loaded strictly: a missing, extra or misshapen tensor raises.
+        """
+        ctx.settings = {**self.settings, **ctx.settings}
+        model = self.structure(copy.deepcopy(given), state, budget, ctx)
+        model.load_state_dict(state, strict=True)
+        return model.eval()
+
+    def structure(self, model: nn.Module, state: dict[str, Any], budget: Budget, ctx: Context) -> nn.Module:
+        """The module ``compress`` returns, untrained (its tensors are overwritten by ``state``), built
+        from ``model`` (a private copy of the input) and, where compress chose shapes (ranks,
+        widths, channels), from ``state``'s tensor shapes or ``ctx.log``. Default: the input's own
+        architecture, for methods that keep it (reference, scratch, distillation, masked pruning)."""
+        return model
+
+    def infeasible(self, given: nn.Module, budget: Budget, ctx: Context) -> str | None:
+        """Why ``budget`` cannot be met from ``given`` (one clause, e.g. "the smallest width (0.05)
+        has 1,234 params"), known cheaply before anything trains; None when it may be met.
+        ``ctx.settings`` holds the method's defaults merged with the case's settings."""
+        return None
+
+
+def params_over_budget(given: nn.Module, budget: Budget) -> str | None:
+    """A params budget that a method keeping ``given``'s architecture (a fixed student) cannot meet."""
+    from ..metrics import count_params
+
+    params = count_params(given)
+    if budget.kind == "params" and params > budget.value:
+        return f"the model it trains keeps its architecture, which has {params:,} params"
+    return None
+
+
+def storage_over_budget(name: str, given: nn.Module, budget: Budget, bits: int) -> str | None:
+    """A bits budget below the ``bits`` a quantization method stores its weights in, or a bytes
+    budget below what ``given``'s conv/linear weights take at ``bits`` (a lower bound of the file)."""
+    if budget.kind == "bits" and budget.value < bits:
+        return f"{name} stores {bits}-bit weights"
+    if budget.kind == "bytes":
+        weights = sum(m.weight.numel() for m in given.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+        if weights * bits // 8 > budget.value:
+            return f"its {weights:,} conv/linear weights alone take {weights * bits // 8:,} bytes at {bits} bits"
+    return None
 
 
 METHODS: Registry[Method] = Registry("method")

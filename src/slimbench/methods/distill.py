@@ -18,7 +18,7 @@ from torch import nn
 from ..budgets import Budget
 from ..errors import ConfigError
 from ..training import device, fit, normalize, predict
-from .base import Context, Method, register
+from .base import Context, Method, params_over_budget, register
 
 
 def kd_logits_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -157,6 +157,9 @@ class Distiller(Method):
     budget_kinds = ("params", "none")
     needs_teacher = True
     uses_features = False
+
+    def infeasible(self, given: nn.Module, budget: Budget, ctx: Context) -> str | None:
+        return params_over_budget(given, budget)
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         dev = device()

@@ -85,6 +85,12 @@ def factorize(model: nn.Module, ranks: dict[str, int]) -> nn.Module:
     return model
 
 
+def ranks_in_state(model: nn.Module, state: dict) -> dict[str, int]:
+    """The ranks of the layers of ``model`` that a factorized model's state_dict holds as factor pairs."""
+    return {name: state[f"{name}.0.weight"].shape[0] for name in candidate_layers(model)
+            if f"{name}.weight" not in state and f"{name}.0.weight" in state}
+
+
 def params_after(model: nn.Module, ranks: dict[str, int]) -> int:
     layers = candidate_layers(model)
     saved = sum(count_params(layers[n]) - factor_params(layers[n], r) for n, r in ranks.items())
@@ -113,6 +119,12 @@ class LowRankSVD(Method):
     budget_kinds = ("params",)
     settings = {"finetune_epochs": None}
 
+    def infeasible(self, given: nn.Module, budget: Budget, ctx: Context) -> str | None:
+        lowest = params_after(given, ranks_for_fraction(given, 0.0))
+        if budget.kind == "params" and lowest > budget.value:
+            return f"the lowest ranks (1 per factorized layer) leave {lowest:,} params"
+        return None
+
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         fraction = fraction_for_budget(model, budget.value)
         ranks = ranks_for_fraction(model, fraction if fraction is not None else 0.0)
@@ -125,3 +137,8 @@ class LowRankSVD(Method):
             result = fit(model, ctx.data, recipe, desc=self.name, resume_path=ctx.resume_path(self.name))
             ctx.log.update(best_epoch=result.best_epoch)
         return model
+
+    def structure(self, model: nn.Module, state: dict, budget: Budget, ctx: Context) -> nn.Module:
+        """The input with each layer the state holds as a factor pair (``<layer>.0.weight`` in place
+        of ``<layer>.weight``) factorized at the rank of that first factor's output."""
+        return factorize(model, ranks_in_state(model, state))

@@ -134,7 +134,7 @@ class Iterative(Method):
         for i in range(rounds, 0, -1):
             path = self.round_path(ctx, i)
             if path is not None and path.is_file():
-                blob = torch.load(path, map_location="cpu", weights_only=False)
+                blob = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only
                 for module, name in prunable_parameters(model):
                     prune.identity(module, name)  # mask buffers for the saved masks to load into
                 model.load_state_dict(blob["model"])

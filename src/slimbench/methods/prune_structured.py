@@ -76,14 +76,65 @@ def example_batch(ctx: Context) -> torch.Tensor:
     return normalize(ctx.data.train.images[:2], ctx.data.mean, ctx.data.std)
 
 
+def resize_to_state(model: nn.Module, state: dict) -> nn.Module:
+    """Give ``model``'s conv, linear and BatchNorm layers the channel counts of ``state``'s tensors
+    (what torch-pruning changes: a depthwise conv keeps groups == channels); in place, values
+    left uninitialised for the state to fill. Any other layer whose shapes differ raises."""
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        own = {**module._parameters, **module._buffers}
+        changed = [k for k, v in own.items() if v is not None and prefix + k in state
+                   and tuple(state[prefix + k].shape) != tuple(v.shape)]
+        if not changed:
+            continue
+        if isinstance(module, nn.Conv2d):
+            out_channels, per_group = state[prefix + "weight"].shape[:2]
+            depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+            module.groups = out_channels if depthwise else module.groups
+            module.out_channels, module.in_channels = out_channels, per_group * module.groups
+        elif isinstance(module, nn.Linear):
+            module.out_features, module.in_features = state[prefix + "weight"].shape
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.num_features = state[prefix + changed[0]].shape[0]  # every BN tensor is per channel
+        else:
+            raise ValueError(f"cannot resize {type(module).__name__} {name!r} to the saved shapes of {changed}")
+        for k in changed:
+            fresh = torch.empty(state[prefix + k].shape, dtype=own[k].dtype)
+            if k in module._parameters:
+                module._parameters[k] = nn.Parameter(fresh, requires_grad=own[k].requires_grad)
+            else:
+                module._buffers[k] = fresh
+    return model
+
+
 class ChannelPruner(Method):
     """Shared steps: size the channel ratio to the budget, remove the channels, fine-tune."""
 
     family = "prune"
     budget_kinds = ("params", "macs_speedup")
 
+    def structure(self, model: nn.Module, state: dict, budget: Budget, ctx: Context) -> nn.Module:
+        """The input with the channel counts of the saved (pruned) tensors."""
+        return resize_to_state(model, state)
+
     def importance(self) -> tp.importance.Importance:
         raise NotImplementedError
+
+    def infeasible(self, given: nn.Module, budget: Budget, ctx: Context) -> str | None:
+        """ratio_for_budget's end points: the model as given, and MAX_RATIO of its channels removed
+        (a uniform ratio per layer, so the count does not depend on which channels go)."""
+        example = example_batch(ctx)[:1]
+        meets = budget_check(given.eval(), budget, example)
+        if meets(given):
+            return None
+        pruned = prune_channels(copy.deepcopy(given), MAX_RATIO, example, self.importance(),
+                                ctx.setting("round_to", None))
+        if meets(pruned):
+            return None
+        most = f"removing {MAX_RATIO:.0%} of the prunable channels (the most it removes)"
+        if budget.kind == "params":
+            return f"{most} leaves {count_params(pruned):,} params"
+        return f"{most} gives a MACs speed-up of {count_macs(given, example) / count_macs(pruned, example):.2f}x"
 
     def prune_to_budget(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         example = example_batch(ctx)

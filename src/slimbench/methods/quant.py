@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -20,8 +20,8 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qa
 
 from ..budgets import Budget
 from ..errors import ConfigError
-from ..training import fit, iterate
-from .base import Context, Method, register
+from ..training import fit, iterate, normalize
+from .base import Context, Method, register, storage_over_budget
 
 BACKEND = "x86"
 # uint8 activations in 0..127 (7 bits): the x86 kernels' int16 accumulation can overflow otherwise.
@@ -70,6 +70,13 @@ def calibrate(prepared: nn.Module, ctx: Context, size: int) -> None:
         prepared(x)
 
 
+@torch.no_grad()
+def observe_one_batch(prepared: nn.Module, ctx: Context, size: int = 8) -> None:
+    """Run a few training images through the observers of a model being rebuilt (``structure``):
+    conversion then finds qparams to build its modules with, which the saved state replaces."""
+    prepared(normalize(ctx.data.train.images[:size], ctx.data.mean, ctx.data.std))
+
+
 @register
 class PTQInt8(Method):
     """Static W8A8 post-training quantization: conv-BN fusion, observers, int8 kernels on CPU."""
@@ -78,18 +85,27 @@ class PTQInt8(Method):
     family = "quant"
     budget_kinds = ("bits", "bytes")
     settings = {"observer": "histogram", "calibration_size": 1000}
-    # torch.ao's quantized modules do not survive pickling (ConvReLU2d fails in __setstate__);
-    # calibration takes seconds, so the harness recomputes instead of caching.
-    cacheable = False
+
+    def infeasible(self, given: nn.Module, budget: Budget, ctx: Context) -> str | None:
+        return storage_over_budget(self.name, given, budget, 8)
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
+        return self.convert(model, ctx, lambda prepared: calibrate(prepared, ctx, calibration_size(ctx)))
+
+    def structure(self, model: nn.Module, state: dict, budget: Budget, ctx: Context) -> nn.Module:
+        """Prepared and converted like compress, observers fed one small batch: the same graph and
+        quantized modules, whose weights and qparams the state then sets (converted modules
+        cannot be pickled, and a pickled GraphModule would run its generated code on load)."""
+        return self.convert(model, ctx, lambda prepared: observe_one_batch(prepared, ctx))
+
+    def convert(self, model: nn.Module, ctx: Context, observe: Callable[[nn.Module], object]) -> nn.Module:
         torch.backends.quantized.engine = BACKEND
         model.eval()
         example = (ctx.data.train.images[:1].float(),)
         with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
             warnings.simplefilter("ignore", DeprecationWarning)
             prepared = prepare_fx(model, qconfig_mapping(ctx.setting("observer", "histogram")), example)
-            calibrate(prepared, ctx, calibration_size(ctx))
+            observe(prepared)
             return convert_fx(prepared)
 
 
@@ -103,17 +119,30 @@ class QAT(Method):
     family = "quant"
     budget_kinds = ("bits", "bytes")
     settings = {"epochs": 1}
-    cacheable = False  # converted modules do not pickle (see quant_ptq_int8)
+
+    def infeasible(self, given: nn.Module, budget: Budget, ctx: Context) -> str | None:
+        return storage_over_budget(self.name, given, budget, 8)
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
+        def train(prepared: nn.Module) -> None:
+            result = fit(prepared, ctx.data, dataclasses.replace(ctx.recipe, epochs=int(ctx.setting("epochs", 1))),
+                         desc=self.name)
+            ctx.log.update(best_epoch=result.best_epoch, qat_val_top1=round(result.best_val_top1, 2))
+
+        return self.convert(model, ctx, train)
+
+    def structure(self, model: nn.Module, state: dict, budget: Budget, ctx: Context) -> nn.Module:
+        """Prepared for QAT and converted like compress, fake-quant fed one small batch instead of
+        training (see quant_ptq_int8)."""
+        return self.convert(model, ctx, lambda prepared: observe_one_batch(prepared, ctx))
+
+    def convert(self, model: nn.Module, ctx: Context, train: Callable[[nn.Module], object]) -> nn.Module:
         torch.backends.quantized.engine = BACKEND
         example = (ctx.data.train.images[:1].float(),)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             prepared = prepare_qat_fx(model.train(), get_default_qat_qconfig_mapping(BACKEND), example)
-            result = fit(prepared, ctx.data, dataclasses.replace(ctx.recipe, epochs=int(ctx.setting("epochs", 1))),
-                         desc=self.name)
-            ctx.log.update(best_epoch=result.best_epoch, qat_val_top1=round(result.best_val_top1, 2))
+            train(prepared)
             return convert_fx(prepared.eval())
 
 

@@ -29,7 +29,7 @@ from torch.fx.experimental.optimization import fuse
 from ..budgets import Budget
 from ..errors import ConfigError
 from ..training import evaluate
-from .base import Context, Method, register
+from .base import Context, Method, register, storage_over_budget
 from .quant import calibration_batches, calibration_size
 from .quant_weight import quantize_per_channel
 
@@ -140,25 +140,36 @@ class IntegerModel(nn.Module):
     def __init__(self, graph_module: fx.GraphModule, act_qparams: dict[str, QParams]) -> None:
         super().__init__()
         self.graph_module = graph_module
-        self.act_qparams = act_qparams  # node name -> qparams of the tensors quantized outside layers
+        # node name -> qparams of the tensors quantized outside layers; a buffer (rows in the order
+        # of act_names), so that the state_dict holds every number the model computes with
+        self.act_names = list(act_qparams)
+        self.register_buffer("act_table", torch.tensor([[p.scale, p.zero_point, p.qmax] for p in act_qparams.values()],
+                                                       dtype=torch.float64).reshape(-1, 3))
+
+    @property
+    def act_qparams(self) -> dict[str, QParams]:
+        return {name: QParams(scale, int(zero_point), int(qmax))
+                for name, (scale, zero_point, qmax) in zip(self.act_names, self.act_table.tolist())}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values: dict[str, tuple[torch.Tensor, QParams]] = {}
         modules = dict(self.graph_module.named_modules())
+        act_qparams = self.act_qparams
         for node in self.graph_module.graph.nodes:
             if node.op == "output":
                 q, p = values[node.args[0].name]
                 return p.dequantize(q)
-            values[node.name] = self._run(node, x, values, modules)
+            values[node.name] = self._run(node, x, values, modules, act_qparams)
         raise RuntimeError("graph without output")
 
-    def _run(self, node: fx.Node, x: torch.Tensor, values: dict, modules: dict) -> tuple[torch.Tensor, QParams]:
+    def _run(self, node: fx.Node, x: torch.Tensor, values: dict, modules: dict,
+             act_qparams: dict[str, QParams]) -> tuple[torch.Tensor, QParams]:
         def arg(i: int):
             a = node.args[i]
             return values[a.name] if isinstance(a, fx.Node) else a
 
         if node.op == "placeholder":
-            p = self.act_qparams[node.name]
+            p = act_qparams[node.name]
             return p.quantize(x), p
         target = modules.get(node.target) if node.op == "call_module" else node.target
         if isinstance(target, IntLayer):
@@ -169,7 +180,7 @@ class IntegerModel(nn.Module):
             return (q if _fused_into(node) else torch.clamp_min(q, p.zero_point)), p
         if target in ADDS:
             (qa, pa), (qb, pb) = arg(0), arg(1)
-            out = self.act_qparams[_output_point(node).name]
+            out = act_qparams[_output_point(node).name]
             total = pa.dequantize(qa).double() + pb.dequantize(qb).double()
             return torch.clamp(out.quantize(total), out.zero_point if _sole_user_is_relu(node) else 0, out.qmax), out
         if target in KEEP_QPARAMS or isinstance(target, KEEP_MODULES):
@@ -276,6 +287,9 @@ class ManualPTQ(Method):
     budget_kinds = ("bits", "bytes")
     settings = {"calibration_size": 1000, "alphas": [1.0], "activation_qmax": 255}
 
+    def infeasible(self, given: nn.Module, budget: Budget, ctx: Context) -> str | None:
+        return storage_over_budget(self.name, given, budget, 8)
+
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         alphas = [float(a) for a in ctx.setting("alphas", [1.0])]
         qmax = int(ctx.setting("activation_qmax", 255))
@@ -292,3 +306,12 @@ class ManualPTQ(Method):
         best = max(alphas, key=lambda a: (val[a], a))
         ctx.log.update(alpha=best, val_top1_per_alpha={f"{a:g}": round(v, 2) for a, v in val.items()})
         return candidates[best]
+
+    def structure(self, model: nn.Module, state: dict, budget: Budget, ctx: Context) -> nn.Module:
+        """The BN-folded trace with an IntLayer per conv/linear layer, placeholder qparams: every
+        number it computes with (int8 weights, scales, zero-points) is a buffer the state sets."""
+        gm = fuse(model.eval())
+        observers = {node.name: RangeObserver() for node in quantization_points(gm)}
+        for o in observers.values():
+            o.low, o.high = 0.0, 1.0
+        return build_integer_model(gm, observers, 255, 1.0)

@@ -14,7 +14,7 @@ from torch.fx.experimental.optimization import fuse
 
 from ..budgets import Budget
 from ..errors import BudgetError
-from .base import Context, Method, register
+from .base import Context, Method, register, storage_over_budget
 
 QUANTIZABLE = (nn.Conv2d, nn.Linear)
 
@@ -80,10 +80,18 @@ class WeightOnlyQuant(Method):
     storage: str
     bits: int
 
+    def infeasible(self, given: nn.Module, budget: Budget, ctx: Context) -> str | None:
+        return storage_over_budget(self.name, given, budget, self.bits)
+
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         if budget.kind == "bits" and budget.value < self.bits:
             raise BudgetError(f"{self.name} stores {self.bits}-bit weights, over the budget of {budget.value:g} "
                               f"bits; fix: use a budget of bits: {self.bits} or more, or a lower-precision method")
+        return self.structure(model, {}, budget, ctx)
+
+    def structure(self, model: nn.Module, state: dict, budget: Budget, ctx: Context) -> nn.Module:
+        """BN folded (the traced GraphModule ``fuse`` returns, built here, never unpickled), then
+        the WeightOnly wrappers; compress's own steps, which hold no training."""
         if ctx.setting("fold_bn", True):
             model = fuse(model.eval())
         return wrap_weights(model, self.storage).eval()
