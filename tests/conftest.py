@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from torch import nn
 
 from slimbench.config import Paths
 from slimbench.datasets import load_dataset
+from slimbench.fileio import md5sum
 from slimbench.models import get_model
 from slimbench.training import Recipe, fit
 
@@ -38,3 +42,17 @@ def digits_model(digits):
 def needs_shared(*parts: str):
     """Skip when ../shared (real data beside the checkout) is absent, e.g. on a laptop."""
     return pytest.mark.skipif(not SHARED.joinpath(*parts).exists(), reason=f"../shared/{'/'.join(parts)} absent")
+
+
+def write_project(root: Path, params: dict, teacher: nn.Module, wrong_md5: tuple[str, ...] = ()) -> Paths:
+    """A throwaway project at ``root``: params.yaml, and for each of its teachers the digits model
+    as checkpoint + metadata (the teachers named in ``wrong_md5`` record a wrong md5)."""
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "teachers").mkdir()
+    for name in params["teachers"]:
+        ckpt = root / "teachers" / f"{name}.pt"
+        torch.save({"state_dict": teacher.state_dict()}, ckpt)
+        meta = {"architecture": "fashion_cnn", "model_kwargs": {"image_size": 8}, "num_classes": 10,
+                "in_channels": 1, "dataset": "digits", "md5": "0" * 32 if name in wrong_md5 else md5sum(ckpt)}
+        (root / "teachers" / f"{name}.json").write_text(json.dumps(meta))
+    return Paths(root)

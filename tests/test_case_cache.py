@@ -10,13 +10,12 @@ import subprocess
 from dataclasses import replace
 
 import pytest
+from conftest import write_project
 import torch
-import yaml
 
 from slimbench import case_cache, harness, metrics
 from slimbench.budgets import Budget
 from slimbench.cases import expand_cases
-from slimbench.config import Paths
 from slimbench.determinism import deterministic
 from slimbench.fileio import md5sum
 from slimbench.methods import METHODS, Context
@@ -37,14 +36,7 @@ PARAMS = {
 
 @pytest.fixture
 def project(tmp_path, digits_model):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    (tmp_path / "teachers").mkdir()
-    ckpt = tmp_path / "teachers" / "t.pt"
-    torch.save({"state_dict": digits_model.state_dict()}, ckpt)
-    meta = {"architecture": "fashion_cnn", "model_kwargs": {"image_size": 8}, "num_classes": 10,
-            "in_channels": 1, "md5": md5sum(ckpt)}
-    (tmp_path / "teachers" / "t.json").write_text(json.dumps(meta))
-    return Paths(tmp_path)
+    return write_project(tmp_path, PARAMS, digits_model)
 
 
 class Payload:

@@ -3,14 +3,13 @@
 import json
 
 import pytest
+from conftest import write_project
 import torch
 import yaml
 
 from slimbench import harness, leaderboard, metrics
 from slimbench.cases import expand_cases, load_tier, select
-from slimbench.config import Paths
 from slimbench.errors import ConfigError
-from slimbench.fileio import md5sum
 
 PARAMS = {
     "data": {"mirrors": [], "val_fraction": 0.1, "split_seed": 0},
@@ -27,14 +26,7 @@ PARAMS = {
 
 @pytest.fixture
 def project(tmp_path, digits_model):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    (tmp_path / "teachers").mkdir()
-    ckpt = tmp_path / "teachers" / "t.pt"
-    torch.save({"state_dict": digits_model.state_dict()}, ckpt)
-    meta = {"architecture": "fashion_cnn", "model_kwargs": {"image_size": 8}, "num_classes": 10,
-            "in_channels": 1, "md5": md5sum(ckpt)}
-    (tmp_path / "teachers" / "t.json").write_text(json.dumps(meta))
-    return Paths(tmp_path)
+    return write_project(tmp_path, PARAMS, digits_model)
 
 
 def test_cases_expand_with_readable_unique_ids(project):

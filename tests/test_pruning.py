@@ -11,7 +11,7 @@ from slimbench import metrics
 from slimbench.budgets import Budget
 from slimbench.errors import ConfigError
 from slimbench.methods import METHODS, Context
-from slimbench.methods.prune import prunable_parameters, schedule_targets
+from slimbench.methods.prune import schedule_targets
 from slimbench.methods.prune_structured import prune_channels
 from slimbench.models import get_model
 from slimbench.training import Recipe

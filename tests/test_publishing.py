@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import write_project
 import torch
-import yaml
 
-from slimbench import cli, fileio, leaderboard
+from slimbench import fileio, leaderboard
 from slimbench.config import Paths
 from slimbench.errors import DiskFullError
 from slimbench.fileio import md5sum
@@ -228,14 +228,7 @@ MINI = {
 
 @pytest.fixture
 def mini_project(tmp_path, digits_model):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(MINI))
-    (tmp_path / "teachers").mkdir()
-    for name in ("t", "broken"):
-        ckpt = tmp_path / "teachers" / f"{name}.pt"
-        torch.save({"state_dict": digits_model.state_dict()}, ckpt)
-        meta = {"architecture": "fashion_cnn", "model_kwargs": {"image_size": 8}, "num_classes": 10,
-                "in_channels": 1, "dataset": "digits", "md5": md5sum(ckpt) if name == "t" else "0" * 32}
-        (tmp_path / "teachers" / f"{name}.json").write_text(json.dumps(meta))
+    write_project(tmp_path, MINI, digits_model, wrong_md5=("broken",))
     shutil.copytree(ROOT / "benchmarks", tmp_path / "benchmarks",
                     ignore=shutil.ignore_patterns("test_*.py", "__pycache__"))
     (tmp_path / "benchmarks" / "test_mini.py").write_text(

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .fileio import pid_alive
 from .metrics import model_md5
 
 ENTRY_FORMAT = 1
@@ -146,20 +147,8 @@ def remove_stale_temporaries(case_dir: Path) -> None:
     ``.resume-<key>`` folders (resume state of unfinished training) are kept."""
     for path in case_dir.iterdir():
         match = TMP.match(path.name)
-        if path.is_dir() and ((match and not _alive(int(match["pid"]))) or OLD_TMP.match(path.name)):
+        if path.is_dir() and ((match and not pid_alive(int(match["pid"]))) or OLD_TMP.match(path.name)):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def _saved(obj: Any) -> bytes:

@@ -384,7 +384,7 @@ def _entry_problems(where: str, entry: Any, tier_datasets: dict, teachers: dict)
         problems += recipe_problems(f"{where}.recipe", entry["recipe"])
     if "teacher" in entry:
         problems += _teacher_problems(f"{where}.teacher", entry["teacher"], datasets, teachers)
-    elif not entry.get("from_case"):  # every case is measured against its teacher (harness._reference)
+    elif not entry.get("from_case"):  # every case is measured against its teacher (harness.case_reference)
         for ds in datasets:
             if isinstance(tier_datasets.get(ds), dict) and tier_datasets[ds].get("teacher"):
                 continue

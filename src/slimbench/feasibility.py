@@ -57,9 +57,9 @@ def infeasible_cases(cases: list[Case], paths: Paths | None = None) -> dict[str,
                 reference, meta = None, {}
                 if case.model == "reference":
                     if case.teacher not in teachers:
-                        teachers[case.teacher] = harness._reference(case, paths)
+                        teachers[case.teacher] = harness.case_reference(case, paths)
                     reference, meta = teachers[case.teacher]
-                build = harness._builder(case, data, meta)
+                build = harness.case_builder(case, data, meta)
                 given = reference if case.model == "reference" else build()
             except SlimbenchError:
                 continue

@@ -91,7 +91,7 @@ def cache_key(case: Case, data_md5: str, teacher_md5: str | None, upstream_key: 
     return hashlib.md5(text.encode()).hexdigest()
 
 
-def _builder(case: Case, data: DataSplits, reference_meta: dict[str, Any]):
+def case_builder(case: Case, data: DataSplits, reference_meta: dict[str, Any]):
     """Builds the case's architecture (the reference's when model == "reference") with overrides."""
     if case.model == "reference":
         arch, kwargs = reference_meta["architecture"], reference_meta.get("model_kwargs", {})
@@ -115,12 +115,12 @@ def compress_case(case: Case, paths: Paths | None = None, cached_only: bool = Fa
     if case.from_case and upstream is None:
         return None
     data = upstream.data if upstream else load_splits(case.dataset, {"subset": case.subset}, paths)
-    reference, reference_meta = _reference(case, paths)
+    reference, reference_meta = case_reference(case, paths)
     key = cache_key(case, data.data_md5, reference_meta["md5"], upstream.key if upstream else None)
     if upstream:
         reference = upstream.model
     key_dir = paths.cache / case.tier / case.case_id / key
-    build = _builder(case, data, reference_meta)
+    build = case_builder(case, data, reference_meta)
     resume_dir = key_dir.parent / f".resume-{key}" if method.cacheable else None
     ctx = Context(data=data, teacher=reference, recipe=replace(Recipe.from_dict(case.recipe), seed=case.seed),
                   settings=dict(case.settings), build_model=build, seed=case.seed, resume_dir=resume_dir)
@@ -158,7 +158,7 @@ def compress_case(case: Case, paths: Paths | None = None, cached_only: bool = Fa
                    predictions=predictions)
 
 
-def _reference(case: Case, paths: Paths) -> tuple[nn.Module, dict[str, Any]]:
+def case_reference(case: Case, paths: Paths) -> tuple[nn.Module, dict[str, Any]]:
     """The case's teacher, checked to belong to the case's dataset."""
     if case.teacher is None:
         raise ConfigError(f"case {case.case_id}: dataset {case.dataset} has no `teacher:` in tier {case.tier}; "
