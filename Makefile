@@ -26,7 +26,7 @@ fetch: $(BIN)/.installed
 run: fetch
 	PATH=$(BIN):$$PATH $(BIN)/dvc repro data teacher
 	PATH=$(BIN):$$PATH $(BIN)/dvc repro --force --single-item bench@smoke
-	PATH=$(BIN):$$PATH $(BIN)/dvc repro leaderboard@smoke teachers_table
+	PATH=$(BIN):$$PATH $(BIN)/dvc repro leaderboard@smoke readme@smoke teachers_table
 
 # Unit tests, then the smoke tier's benchmark matrix (the command CI runs).
 test: fetch

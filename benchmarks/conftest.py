@@ -1,7 +1,7 @@
 """The benchmark matrix: one parametrized test per case of a tier, timed by pytest-benchmark.
 
 Select a tier with `-m smoke|standard|...` or `--tier NAME` (default: smoke, the quick matrix)
-and cases with `--case GLOB`.
+and cases with `--case GLOB`. The tiers, and their markers, are those of params.yaml.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from matrix import TierProblems
+from matrix import TierProblems, marker_line, params_tiers
 from slimbench import harness
 from slimbench.cases import Case, load_tier, select, shard
 
@@ -29,13 +29,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """No tier chosen: run the smoke tier, not every tier's hours of training."""
+    """One marker per tier of params.yaml (an unreadable params.yaml stops the session, exit 2).
+    No tier chosen: run the smoke tier, not every tier's hours of training."""
+    tiers, problems = params_tiers()
+    if problems:
+        pytest.exit("slimbench: params.yaml has problems; fix them (`slimbench check`):\n" + "\n".join(problems),
+                    returncode=2)
+    for name in tiers:
+        config.addinivalue_line("markers", marker_line(name))
     tier = config.getoption("--tier")
     if tier:
         config.option.markexpr = tier
     elif not config.option.markexpr:
         config.option.markexpr = DEFAULT_TIER
         config._slimbench_default_tier = True
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Each case carries its tier's marker (`-m <tier>` selects it; deselection comes after)."""
+    case = item.callspec.params.get("case") if hasattr(item, "callspec") else None
+    if isinstance(case, (Case, TierProblems)):
+        item.add_marker(case.tier)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -1,4 +1,6 @@
-"""Helpers shared by the tier modules: case parameters and the checks every row must pass."""
+"""The matrix's parameters: the tiers of params.yaml, each tier's cases (or its config problems),
+and the checks every row must pass. test_tiers.py makes one test per tier from them; conftest.py
+registers one marker per tier and puts it on the tier's cases."""
 
 from __future__ import annotations
 
@@ -7,7 +9,25 @@ import math
 import pytest
 
 from slimbench.cases import expand_cases, tier_problems
+from slimbench.config import load_params
 from slimbench.errors import SlimbenchError
+
+
+def params_tiers() -> tuple[list[str], list[str]]:
+    """(the tier names of params.yaml in its order, the problems that keep them from being read:
+    an unreadable params.yaml, a ``tiers`` that is not a mapping). Never raises."""
+    try:
+        tiers = load_params().get("tiers") or {}
+    except SlimbenchError as exc:
+        return [], [str(exc)]
+    if not isinstance(tiers, dict):
+        return [], tier_problems("")  # its one line for a ``tiers`` that is not a mapping
+    return [str(name) for name in tiers], []
+
+
+def marker_line(tier: str) -> str:
+    """The ``markers`` ini line of a tier (pyproject.toml has --strict-markers)."""
+    return f"{tier}: benchmark cases of the {tier} tier (params.yaml tiers.{tier})"
 
 
 class TierProblems:
@@ -23,17 +43,17 @@ class TierProblems:
 
 
 def tier_params(tier: str) -> list:
-    """pytest params for every case of ``tier``, with readable ids and the tier's marker; a tier
-    with problems gives one param (a ``TierProblems``) whose test fails with them. Never raises."""
-    mark = getattr(pytest.mark, tier)
+    """pytest params for every case of ``tier``, the case ids as ids; a tier with problems gives one
+    param (a ``TierProblems``) whose test fails with them. Never raises. Each collected case gets
+    its tier's marker from conftest.py (``pytest_itemcollected``), where the markers are registered."""
     try:
         problems = tier_problems(tier)
         cases = [] if problems else expand_cases(tier)
     except SlimbenchError as exc:  # e.g. malformed YAML: every tier reports it, none is collected
         problems, cases = [str(exc)], []
     if problems:
-        return [pytest.param(TierProblems(tier, problems), id=f"{tier}-config-problems", marks=mark)]
-    return [pytest.param(case, id=case.case_id, marks=mark) for case in cases]
+        return [pytest.param(TierProblems(tier, problems), id=f"{tier}-config-problems")]
+    return [pytest.param(case, id=case.case_id) for case in cases]
 
 
 def check_row(row: dict) -> None:

@@ -1,4 +1,4 @@
-"""Shared fixtures for unit tests: the real project root and a tiny trained model on digits."""
+"""Shared fixtures for unit tests: the real project root, a tiny trained model on digits and a method context."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import nn
 from slimbench.config import Paths
 from slimbench.datasets import load_dataset
 from slimbench.fileio import md5sum
+from slimbench.methods import Context
 from slimbench.models import get_model
 from slimbench.training import Recipe, fit
 
@@ -37,6 +38,15 @@ def digits_model(digits):
     model = get_model("fashion_cnn", num_classes=10, in_channels=1, image_size=8)
     fit(model, digits, Recipe(epochs=4, lr=0.05, batch_size=64))
     return model.eval()
+
+
+def ctx_for(data, teacher=None, *, lr: float = 0.05, recipe: Recipe | None = None, **settings) -> Context:
+    """A method context on ``data`` (digits, or None for a method that reads none) with ``settings``:
+    one epoch at learning rate ``lr`` in batches of 64 unless ``recipe`` is given, and a build_model
+    that builds fashion_cnn for digits (8x8, one channel, 10 classes) with keyword overrides."""
+    return Context(data=data, teacher=teacher, recipe=recipe or Recipe(epochs=1, lr=lr, batch_size=64),
+                   settings=settings, build_model=lambda **kw: get_model("fashion_cnn", num_classes=10, in_channels=1,
+                                                                         **{"image_size": 8, **kw}))
 
 
 def needs_shared(*parts: str):

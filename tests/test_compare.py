@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from slimbench import cli, compare, leaderboard
+from slimbench.render import dvc_metrics
+from slimbench.rows import ROW_KEYS, rows_from_benchmark_json
 from slimbench.cases import Case, shard
 from slimbench.errors import ConfigError
 
@@ -179,13 +181,29 @@ def test_a_missing_file_exits_2(tmp_path, capsys):
 
 
 def test_merge_joins_shards_and_refuses_duplicates(files):
-    full = {**{k: 0 for k in leaderboard.ROW_KEYS}, **row("a")}
+    full = {**{k: 0 for k in ROW_KEYS}, **row("a")}
     one = files("s1.json", {"benchmarks": [{"extra_info": full}]})
     two = files("s2.json", board(row("b")))
     assert [r["case_id"] for r in leaderboard.merge_sources([one, two])] == ["a", "b"]
     again = files("s3.json", board(copy.deepcopy(row("b"))))
     with pytest.raises(ConfigError, match="case b is in both .*s2.json and .*s3.json"):
         leaderboard.merge_sources([one, two, again])
+
+
+def test_one_reader_serves_report_merge_and_compare(files):
+    """A benchmark JSON's rows are read by rows.py for `report`/`merge` and for `compare` alike; a
+    failed case's timing (no case_id in extra_info) carries no row; compare needs fewer keys."""
+    full = {**{k: 0 for k in ROW_KEYS}, **row("a", environment=ENV)}
+    path = files("run.json", {"benchmarks": [{"extra_info": full}, {"extra_info": {"failed_case_id": "b"}}],
+                              "machine_info": {"cpu": "other"}})
+    assert rows_from_benchmark_json(path) == [full]
+    board = compare.load_board(path)
+    assert board.rows == {"a": full} and board.environment == ENV
+    assert set(compare.NEEDED) <= set(ROW_KEYS)
+    lacking = files("lacking.json", {"benchmarks": [{"extra_info": row("a")}]})
+    with pytest.raises(ConfigError, match="case a lacks \\['method', 'family'"):
+        rows_from_benchmark_json(lacking)
+    assert list(compare.load_board(lacking).rows) == ["a"]  # what a comparison reads is there
 
 
 def test_every_case_is_in_exactly_one_shard():
@@ -220,5 +238,5 @@ def test_calibration_curves_need_two_sizes_per_line(tmp_path):
 
 def test_dvc_metrics_are_numbers_by_case():
     rows = [{**row("a"), "val_top1": 91.0, "nonzero_params": 50, "speedup": 1.5, "speedup_batch": None}]
-    assert leaderboard.dvc_metrics(rows) == {"a": {"top1": 90.0, "val_top1": 91.0, "params": 100, "nonzero_params": 50,
-                                                   "size_bytes": 400, "macs": 50, "latency_ms": 1.0, "speedup": 1.5}}
+    assert dvc_metrics(rows) == {"a": {"top1": 90.0, "val_top1": 91.0, "params": 100, "nonzero_params": 50,
+                                       "size_bytes": 400, "macs": 50, "latency_ms": 1.0, "speedup": 1.5}}

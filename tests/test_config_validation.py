@@ -18,7 +18,7 @@ from slimbench.config import Paths
 from slimbench.errors import ConfigError
 from slimbench.feasibility import infeasible_cases
 from slimbench.fileio import md5sum
-from slimbench.metrics import count_params
+from slimbench.metrics import count_stored_params
 from slimbench.models import get_model
 
 STUDENT = {"model": "fashion_cnn", "model_kwargs": {"image_size": 8}}
@@ -236,7 +236,7 @@ def test_a_broken_standard_tier_does_not_stop_a_smoke_collection(tmp_path, monke
     ok = collect(paths.root, "--collect-only", "-m", "smoke")
     ids = [line for line in ok.stdout.splitlines() if "::" in line]
     assert ok.returncode == 0 and len(ids) == len(expand_cases("smoke", paths)), ok.stdout + ok.stderr
-    assert all(line.startswith("benchmarks/test_smoke.py::") for line in ids)
+    assert all(line.startswith("benchmarks/test_tiers.py::test_smoke[") for line in ids)
     broken = collect(paths.root, "--collect-only", "-m", "standard")
     assert broken.returncode == 2, broken.stdout + broken.stderr
     assert "tiers.standard: unknown key 'thread'; fix: did you mean 'threads'?" in broken.stdout + broken.stderr
@@ -262,7 +262,7 @@ def test_budgets_out_of_reach_are_known_before_training(tmp_path):
     assert sorted(found) == sorted(impossible)  # the feasible cases of the tier are not flagged
     for case_id, (_, reason) in zip(impossible, IMPOSSIBLE):
         assert found[case_id].startswith(f"case {case_id} cannot meet {reason}"), found[case_id]
-    smallest = count_params(get_model("fashion_cnn", num_classes=10, in_channels=1, image_size=8, width=0.05,
+    smallest = count_stored_params(get_model("fashion_cnn", num_classes=10, in_channels=1, image_size=8, width=0.05,
                                       conv="dwsep"))
     assert found[impossible[0]].endswith(f"has {smallest:,} params")
 

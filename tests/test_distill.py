@@ -6,23 +6,18 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import ctx_for
 from slimbench.budgets import Budget
 from slimbench.errors import ConfigError
-from slimbench.methods import METHODS, Context
+from slimbench.methods import METHODS
 from slimbench.methods.distill import (FeatureTaps, TeacherSignal, attention_loss, feature_weight, hint_loss,
                                        kd_logits_loss)
-from slimbench.metrics import count_params
+from slimbench.metrics import count_stored_params
 from slimbench.models import get_model
 from slimbench.training import Recipe, normalize
 
 # fashion_cnn at 8x8 (digits): features.2 = first ReLU (8x8), features.6 = second ReLU (4x4)
 PAIRS = [["features.6", "features.6"], ["features.10", "features.10"]]
-
-
-def ctx_for(digits, teacher, recipe=None, **settings):
-    return Context(data=digits, teacher=teacher, recipe=recipe or Recipe(epochs=1, lr=0.05, batch_size=64),
-                   settings=settings, build_model=lambda **kw: get_model("fashion_cnn", num_classes=10, in_channels=1,
-                                                                         **{"image_size": 8, **kw}))
 
 
 def test_kd_loss_at_temperature_one_by_hand():
@@ -98,7 +93,7 @@ def test_augmentation_disables_the_logit_cache(digits, digits_model):
 def test_feature_distillation_trains_a_plain_student(digits, digits_model, name, settings):
     student = METHODS.get(name)(get_model("fashion_cnn", num_classes=10, in_channels=1, image_size=8),
                                 Budget("params", 100_000), ctx := ctx_for(digits, digits_model, **settings))
-    assert count_params(student) == count_params(get_model("fashion_cnn", num_classes=10, in_channels=1, image_size=8))
+    assert count_stored_params(student) == count_stored_params(get_model("fashion_cnn", num_classes=10, in_channels=1, image_size=8))
     assert all(not m._forward_hooks for m in student.modules()) and all(not m._forward_hooks for m in digits_model.modules())
     assert ctx.log["best_epoch"] == 1 and ctx.log["teacher_seconds"] >= 0
 

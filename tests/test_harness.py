@@ -7,7 +7,7 @@ from conftest import write_project
 import torch
 import yaml
 
-from slimbench import harness, leaderboard, metrics
+from slimbench import harness, leaderboard, metrics, render, rows
 from slimbench.cases import expand_cases, load_tier, select
 from slimbench.errors import ConfigError
 
@@ -57,7 +57,7 @@ def test_rows_are_measured_and_cached_per_case(project):
     again = harness.compress_case(case, project)
     assert again.cache_hit and again.quality == first.quality
     row = harness.measure(case, again, load_tier("mini", project))
-    assert set(leaderboard.ROW_KEYS) <= set(row)
+    assert set(rows.ROW_KEYS) <= set(row)
     assert row["family"] == "prune" and row["budget_met"] is True and row["sparsity"] >= 0.899
     assert row["nonzero_params"] < 0.2 * row["params"] and row["top1_delta"] == round(row["top1"] - row["reference_top1"], 2)
 
@@ -89,7 +89,7 @@ def test_an_interrupted_store_leaves_no_cache_entry(project, monkeypatch):
 
 
 def _row(case_id, top1=90.0, **extra):
-    return {**{k: 0 for k in leaderboard.ROW_KEYS}, "case_id": case_id, "dataset": "digits", "top1": top1,
+    return {**{k: 0 for k in rows.ROW_KEYS}, "case_id": case_id, "dataset": "digits", "top1": top1,
             "budget_kind": "none", "budget_value": 0, "budget_met": True, **extra}
 
 
@@ -129,25 +129,28 @@ def test_rows_from_a_benchmark_json_must_carry_the_schema(tmp_path):
 def test_readme_excerpt_is_replaced_between_markers(project, tmp_path):
     board = leaderboard.update(tmp_path / "r", "mini", [_row("a", top1=91.5)], ["a"], project.root)
     readme = tmp_path / "README.md"
-    start, end = leaderboard.excerpt_markers("mini")
+    start, end = render.excerpt_markers("mini")
     readme.write_text(f"intro\n{start}\nSTALE-ROW\n{end}\noutro\n")
-    leaderboard.update_readme_excerpt(readme, board, ["digits"])
+    render.update_readme_excerpt(readme, board, ["digits"])
     text = readme.read_text()
     assert "STALE-ROW" not in text and "91.50" in text and text.startswith("intro") and text.endswith("outro\n")
     readme.write_text("no markers")
     with pytest.raises(ConfigError, match="lacks the .* markers"):
-        leaderboard.update_readme_excerpt(readme, board, ["digits"])
+        render.update_readme_excerpt(readme, board, ["digits"])
 
 
-def test_code_md5_covers_the_core_and_the_method_module():
+def test_code_md5_covers_the_method_module_its_imports_and_the_harness_side():
     from pathlib import Path
 
     package = Path(harness.__file__).parent
-    for entry in harness.CORE_SOURCES:
+    for entry in harness.HARNESS_SOURCES:
         assert (package / entry).exists(), entry
+    sources = harness.code_sources("kd_logits")
+    assert {"methods/distill.py", "methods/base.py", "budgets.py", "training.py", "determinism.py",
+            "datasets/digits.py", "models/cnn.py"} <= set(sources)
+    assert not {"metrics.py", "methods/arch.py", "methods/__init__.py", "harness.py"} & set(sources)
     assert harness.code_md5("kd_logits") == harness.code_md5("kd_hint")  # same module, distill.py
     assert harness.code_md5("kd_logits") != harness.code_md5("lowrank_svd")
-    assert harness.code_md5("kd_logits") == harness.sources_md5(harness.CORE_SOURCES + ("methods/distill.py",))
 
 
 def test_quantized_models_are_cached_and_restored(project):
@@ -189,7 +192,7 @@ def test_summary_rows_average_the_seeds_of_a_group():
     rows.append({**base, "group_id": "other", "study": None, "seed": 0, "top1": 10.0})
     (summary,) = leaderboard.summarize(rows)
     assert summary["top1"] == 92.0 and summary["top1_std"] == 2.0 and summary["seeds"] == [0, 1, 2]
-    assert "± 2.00" in leaderboard.render_studies([summary])
+    assert "± 2.00" in render.render_studies([summary])
 
 
 def test_shards_partition_the_cases_stably(project):
@@ -308,3 +311,20 @@ def test_rows_kept_from_before_provenance_are_marked_legacy(project, tmp_path):
     assert legacy["top1_ci95"] == [87.98, 91.71]  # Wilson, 900 of 1,000: centre 0.89847, half-width 0.018622
     assert board["legacy"] == {"rows": 1, "commits": ["0123456789abcdef"]} and board["schema_version"] == 2
     assert "1 of 2 rows are legacy" in (out / "LEADERBOARD.md").read_text()
+
+
+def test_rows_store_the_effective_settings_and_the_methods_row_metrics(project):
+    cases = expand_cases("mini", project)
+    pruned, quantized = cases[1], cases[3]  # prune_global_magnitude at 50%; quant_ptq_int8 with calibration_size 64
+    tier = load_tier("mini", project)
+    outcome = harness.compress_case(pruned, project)
+    prune_row = harness.measure(pruned, outcome, tier)
+    assert prune_row["settings"] == {} and prune_row["effective_settings"] == {"finetune_epochs": 0}
+    assert prune_row["per_layer"] == metrics.per_layer_params(outcome.reference, outcome.model)  # still measured
+    assert prune_row["per_layer"] and all(layer["after"] <= layer["before"] for layer in prune_row["per_layer"])
+    quant_row = harness.measure(quantized, harness.compress_case(quantized, project), tier)
+    assert quant_row["settings"] == {"calibration_size": 64}  # the case's own, unchanged (config_hash reads it)
+    assert quant_row["effective_settings"] == {"observer": "histogram", "calibration_size": 64}
+    assert "per_layer" not in quant_row
+    from slimbench.plots import row_label
+    assert row_label(quant_row) == "quant_ptq_int8 (histogram)"

@@ -6,18 +6,13 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import ctx_for
 from slimbench.budgets import Budget
-from slimbench.methods import METHODS, Context
+from slimbench.methods import METHODS
 from slimbench.methods.lowrank import candidate_layers, factorize, full_rank, params_after, ranks_for_fraction
-from slimbench.metrics import count_params
+from slimbench.metrics import count_stored_params
 from slimbench.models import get_model
-from slimbench.training import Recipe, augment_batch
-
-
-def ctx_for(digits, conv_model="fashion_cnn", **settings):
-    return Context(data=digits, teacher=None, recipe=Recipe(epochs=1, lr=0.05, batch_size=64), settings=settings,
-                   build_model=lambda **kw: get_model(conv_model, num_classes=10, in_channels=1,
-                                                      **({"image_size": 8} if conv_model == "fashion_cnn" else {}), **kw))
+from slimbench.training import augment_batch
 
 
 def test_full_rank_factorization_reproduces_the_outputs(digits_model):
@@ -31,19 +26,19 @@ def test_full_rank_factorization_reproduces_the_outputs(digits_model):
 
 
 def test_truncated_rank_meets_the_params_budget(digits, digits_model):
-    budget = 0.4 * count_params(digits_model)
+    budget = 0.4 * count_stored_params(digits_model)
     ctx = ctx_for(digits)
     model = METHODS.get("lowrank_svd")(digits_model, Budget("params", budget), ctx)
-    assert count_params(model) <= budget
+    assert count_stored_params(model) <= budget
     assert ctx.log["fits_budget"] and ctx.log["factorized_layers"] > 0
-    assert params_after(digits_model, ranks_for_fraction(digits_model, ctx.log["rank_fraction"])) == count_params(model)
+    assert params_after(digits_model, ranks_for_fraction(digits_model, ctx.log["rank_fraction"])) == count_stored_params(model)
 
 
 def test_lowrank_reports_an_impossible_budget(digits, digits_model):
     ctx = ctx_for(digits, finetune_epochs=0)
     model = METHODS.get("lowrank_svd")(digits_model, Budget("params", 100), ctx)
     assert not ctx.log["fits_budget"]
-    assert not Budget("params", 100).is_met({"params": count_params(model)})
+    assert not Budget("params", 100).is_met({"params": count_stored_params(model)})
 
 
 @pytest.mark.parametrize("method,groups", [("arch_standard", None), ("arch_dwsep", None), ("arch_group", 2),
@@ -53,10 +48,10 @@ def test_width_sizing_meets_the_budget(digits, method, groups):
     ctx = ctx_for(digits, **settings)
     model = METHODS.get(method)(get_model("fashion_cnn", num_classes=10, in_channels=1, image_size=8),
                                 Budget("params", 20_000), ctx)
-    assert count_params(model) <= 20_000 and ctx.log["fits_budget"]
+    assert count_stored_params(model) <= 20_000 and ctx.log["fits_budget"]
     conv = method.removeprefix("arch_")
     wider = ctx.build_model(width=ctx.log["width"] * 1.1, conv=conv, **({"groups": groups} if groups else {}))
-    assert count_params(wider) > 20_000 or ctx.log["width"] >= 8.0  # the width found is (about) the largest
+    assert count_stored_params(wider) > 20_000 or ctx.log["width"] >= 8.0  # the width found is (about) the largest
     if groups:
         assert model.features[4].groups == groups
 
@@ -66,7 +61,7 @@ def test_width_sizing_reports_an_impossible_budget(digits):
     model = METHODS.get("arch_dwsep")(get_model("fashion_cnn", num_classes=10, in_channels=1, image_size=8),
                                       Budget("params", 50), ctx)
     assert ctx.log["fits_budget"] is False
-    assert not Budget("params", 50).is_met({"params": count_params(model)})
+    assert not Budget("params", 50).is_met({"params": count_stored_params(model)})
 
 
 def reference_crop(x, mode, gen):

@@ -4,19 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import ctx_for
 from slimbench import metrics
 from slimbench.budgets import Budget
 from slimbench.errors import BudgetError, ConfigError
-from slimbench.methods import METHODS, Context
+from slimbench.methods import METHODS
 from slimbench.methods.distill import kd_logits_loss
 from slimbench.models import get_model
 from slimbench.training import Recipe, evaluate, iterate
-
-
-def make_ctx(data, teacher=None, **settings):
-    return Context(data=data, teacher=teacher, recipe=Recipe(epochs=1, lr=0.05, batch_size=64), settings=settings,
-                   build_model=lambda **kw: get_model("fashion_cnn", num_classes=10, in_channels=1,
-                                                      **{"image_size": 8, **kw}))
 
 
 def test_kd_loss_against_a_hand_computed_value():
@@ -44,13 +39,13 @@ def test_kd_loss_reduces_to_cross_entropy_at_alpha_zero():
 def test_methods_never_mutate_their_input(name, budget, settings, digits, digits_model):
     given = copy.deepcopy(digits_model)
     before = {k: v.clone() for k, v in given.state_dict().items()}
-    METHODS.get(name)(given, budget, make_ctx(digits, teacher=digits_model, **settings))
+    METHODS.get(name)(given, budget, ctx_for(digits, teacher=digits_model, **settings))
     after = given.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_global_pruning_hits_the_rate_with_one_global_threshold(digits, digits_model):
-    pruned = METHODS.get("prune_global_magnitude")(digits_model, Budget("sparsity", 0.8), make_ctx(digits))
+    pruned = METHODS.get("prune_global_magnitude")(digits_model, Budget("sparsity", 0.8), ctx_for(digits))
     assert metrics.sparsity(pruned) == pytest.approx(0.8, abs=1e-4)
     layers = metrics.per_layer_sparsity(pruned)
     assert max(layers.values()) - min(layers.values()) > 0.2  # rates differ per layer: the threshold is global
@@ -61,7 +56,7 @@ def test_global_pruning_hits_the_rate_with_one_global_threshold(digits, digits_m
 
 
 def test_int8_ptq_agrees_with_fp32_and_shrinks_the_model(digits, digits_model):
-    quantized = METHODS.get("quant_ptq_int8")(digits_model, Budget("bits", 8), make_ctx(digits, calibration_size=256))
+    quantized = METHODS.get("quant_ptq_int8")(digits_model, Budget("bits", 8), ctx_for(digits, calibration_size=256))
     x, _, _ = next(iterate(digits.test, digits, 128))
     with torch.inference_mode():
         agree = (quantized(x).argmax(1) == digits_model(x).argmax(1)).float().mean().item()
@@ -72,32 +67,32 @@ def test_int8_ptq_agrees_with_fp32_and_shrinks_the_model(digits, digits_model):
 
 
 def test_quantized_model_macs_equal_the_float_model(digits, digits_model):
-    quantized = METHODS.get("quant_ptq_int8")(digits_model, Budget("bits", 8), make_ctx(digits, calibration_size=64))
+    quantized = METHODS.get("quant_ptq_int8")(digits_model, Budget("bits", 8), ctx_for(digits, calibration_size=64))
     x = torch.randn(1, 1, 8, 8)
     assert metrics.count_macs(quantized, x) == metrics.count_macs(digits_model, x)
 
 
 def test_unknown_observer_and_settings_are_clear_errors(digits, digits_model):
     with pytest.raises(ConfigError, match="unknown observer 'median'; valid: minmax, moving_average, histogram"):
-        METHODS.get("quant_ptq_int8")(digits_model, Budget("bits", 8), make_ctx(digits, observer="median"))
+        METHODS.get("quant_ptq_int8")(digits_model, Budget("bits", 8), ctx_for(digits, observer="median"))
     with pytest.raises(ConfigError, match="has no settings \\['temprature'\\]"):
-        METHODS.get("kd_logits")(digits_model, Budget("params", 1e5), make_ctx(digits, digits_model, temprature=4))
+        METHODS.get("kd_logits")(digits_model, Budget("params", 1e5), ctx_for(digits, digits_model, temprature=4))
 
 
 def test_a_budget_of_the_wrong_kind_is_refused(digits, digits_model):
     with pytest.raises(BudgetError, match="takes budget kinds sparsity, not 'bits'"):
-        METHODS.get("prune_global_magnitude")(digits_model, Budget("bits", 8), make_ctx(digits))
+        METHODS.get("prune_global_magnitude")(digits_model, Budget("bits", 8), ctx_for(digits))
 
 
 def test_kd_needs_a_teacher(digits, digits_model):
     with pytest.raises(ConfigError, match="needs a teacher"):
-        METHODS.get("kd_logits")(digits_model, Budget("params", 1e5), make_ctx(digits))
+        METHODS.get("kd_logits")(digits_model, Budget("params", 1e5), ctx_for(digits))
 
 
 def test_arch_dwsep_sizes_to_the_budget(digits, digits_model):
-    ctx = make_ctx(digits)
+    ctx = ctx_for(digits)
     student = METHODS.get("arch_dwsep")(digits_model, Budget("params", 15_000), ctx)
-    assert metrics.count_params(student) <= 15_000 and ctx.log["width"] > 0
+    assert metrics.count_stored_params(student) <= 15_000 and ctx.log["width"] > 0
     assert any(m.groups == m.in_channels > 1 for m in student.modules() if isinstance(m, torch.nn.Conv2d))
 
 
@@ -111,3 +106,12 @@ def test_training_and_latency_run_on_a_gpu(digits, monkeypatch):
     x = torch.randn(4, 1, 8, 8, device="cuda")
     timing = metrics.paired_latency(model.cuda(), copy.deepcopy(model), x, rounds=3, warmup=1)
     assert min(timing.reference_ms) > 0 and min(timing.case_ms) > 0
+
+
+def test_a_method_compresses_with_its_effective_settings(digits, digits_model):
+    ctx = ctx_for(digits, calibration_size=64)
+    METHODS.get("quant_ptq_int8")(digits_model, Budget("bits", 8), ctx)
+    assert ctx.settings == {"observer": "histogram", "calibration_size": 64}  # the dataclass's default observer
+    assert ctx.log["calibration_images"] == 64
+    with pytest.raises(ConfigError, match="setting calibration_size of method quant_ptq_int8 must be int or str"):
+        METHODS.get("quant_ptq_int8")(digits_model, Budget("bits", 8), ctx_for(digits, calibration_size=6.4))

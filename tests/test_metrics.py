@@ -34,7 +34,7 @@ def test_sparsity_and_nonzero_count_planted_zeros():
     with torch.no_grad():
         model[0].weight[:3] = 0  # 30 of 200 prunable weights
     assert metrics.sparsity(model) == pytest.approx(30 / 200)
-    assert metrics.count_params(model) == 210
+    assert metrics.count_stored_params(model) == 210
     assert metrics.count_nonzero(model) == 210 - 30 - int((model[1].bias == 0).sum())
     assert metrics.per_layer_sparsity(model) == {"0": pytest.approx(0.3), "1": 0.0}
 
@@ -44,7 +44,7 @@ def test_size_bytes_is_the_saved_state_dict():
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     assert metrics.size_bytes(model) == len(buffer.getvalue())
-    assert metrics.size_bytes(model) > 4 * metrics.count_params(model)
+    assert metrics.size_bytes(model) > 4 * metrics.count_stored_params(model)
 
 
 def test_weight_bits_of_a_float_model():

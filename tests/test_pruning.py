@@ -1,25 +1,24 @@
 """Pruning: achieved sparsity, global thresholds, iterative schedules, structured channel removal."""
 
 import copy
+from functools import partial
 
 import pytest
 import torch
 import torch_pruning as tp
 from torch import nn
 
+from conftest import ctx_for
 from slimbench import metrics
 from slimbench.budgets import Budget
 from slimbench.errors import ConfigError
-from slimbench.methods import METHODS, Context
+from slimbench.methods import METHODS
 from slimbench.methods.prune import schedule_targets
 from slimbench.methods.prune_structured import prune_channels
 from slimbench.models import get_model
-from slimbench.training import Recipe
 
 
-def ctx_for(digits, **settings):
-    return Context(data=digits, teacher=None, recipe=Recipe(epochs=1, lr=0.02, batch_size=64), settings=settings,
-                   build_model=None)
+ctx_for = partial(ctx_for, lr=0.02)  # pruning tests fine-tune at 0.02
 
 
 def layer_zeros(model):
@@ -94,7 +93,7 @@ def test_structured_pruning_removes_channels_and_stays_runnable(digits, digits_m
     pruned = METHODS.get(name)(digits_model, Budget("macs_speedup", 1.5), ctx)
     x = torch.randn(3, 1, 8, 8)
     assert pruned(x).shape == (3, 10)
-    assert metrics.count_params(pruned) < metrics.count_params(digits_model)
+    assert metrics.count_stored_params(pruned) < metrics.count_stored_params(digits_model)
     dense, small = metrics.count_macs(digits_model, x[:1]), metrics.count_macs(pruned, x[:1])
     assert dense / small >= 1.5 and ctx.log["fits_budget"]
     assert Budget("macs_speedup", 1.5).is_met({"reference_macs": dense, "macs": small})

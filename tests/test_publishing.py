@@ -18,7 +18,7 @@ import pytest
 from conftest import write_project
 import torch
 
-from slimbench import fileio, leaderboard
+from slimbench import fileio, leaderboard, rows
 from slimbench.config import Paths
 from slimbench.errors import DiskFullError
 from slimbench.fileio import md5sum
@@ -29,7 +29,7 @@ BOARD = ("leaderboard.json", "metrics.json", "leaderboard.csv", "LEADERBOARD.md"
 
 
 def _row(case_id, top1=90.0):
-    return {**{k: 0 for k in leaderboard.ROW_KEYS}, "case_id": case_id, "dataset": "digits", "top1": top1,
+    return {**{k: 0 for k in rows.ROW_KEYS}, "case_id": case_id, "dataset": "digits", "top1": top1,
             "budget_kind": "none", "budget_value": 0, "budget_met": True, "latency_ms": 1.0 + top1 / 100}
 
 

@@ -2,24 +2,24 @@
 simulation, weight-only storage, and agreement with float and library models."""
 
 import io
+from functools import partial
 
 import pytest
 import torch
 from torch import nn
 
+from conftest import ctx_for
 from slimbench import metrics
 from slimbench.budgets import Budget
 from slimbench.errors import BudgetError, ConfigError
-from slimbench.methods import METHODS, Context
+from slimbench.methods import METHODS
 from slimbench.methods.quant_manual import IntLayer, QParams, RangeObserver, affine_qparams
 from slimbench.methods.quant_weight import dequantize_per_channel, quantize_per_channel
 from slimbench.models import get_model
-from slimbench.training import Recipe, evaluate
+from slimbench.training import evaluate
 
 
-def ctx_for(data, **settings):
-    return Context(data=data, teacher=None, recipe=Recipe(epochs=1, lr=0.01, batch_size=64), settings=settings,
-                   build_model=None)
+ctx_for = partial(ctx_for, lr=0.01)  # quantization-aware training at 0.01
 
 
 def test_affine_qparams_against_hand_computed_values():
@@ -81,7 +81,7 @@ def test_manual_ptq_agrees_with_the_library_and_the_float_model(digits, digits_m
         agree_lib = (manual(x).argmax(1) == lib(x).argmax(1)).float().mean().item()
         agree_float = (manual(x).argmax(1) == digits_model(x).argmax(1)).float().mean().item()
     assert agree_lib >= 0.95 and agree_float >= 0.9
-    assert metrics.weight_bits(manual) == 8 and metrics.count_params(manual) > 0
+    assert metrics.weight_bits(manual) == 8 and metrics.count_stored_params(manual) > 0
     assert metrics.count_macs(manual, x[:1]) == metrics.count_macs(digits_model, x[:1])
 
 

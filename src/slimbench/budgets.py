@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import BudgetError
 
-BUDGET_KINDS = ("params", "sparsity", "bytes", "bits", "speedup", "macs_speedup", "none")
 SPARSITY_TOLERANCE = 1e-3  # global magnitude pruning can land a few weights off on ties
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """How one budget kind is checked and named: ``met(measured(m), value)`` says whether the harness
+    measurements ``m`` meet a budget of ``value``; ``label(value)`` is the budget's case-id part."""
+
+    measured: Callable[[dict], float]  # the measured quantity the budget bounds
+    met: Callable[[float, float], bool]  # (measured, budget value) -> met; operator.le: an upper bound
+    label: Callable[[float], str]
+
+
+def _count_label(kind: str) -> Callable[[float], str]:
+    """params100k, bytes1.5m; a value that is not a whole thousand in full (params256779)."""
+    def label(v: float) -> str:
+        if v % 1000 == 0:
+            return f"{kind}{v / 1e6:g}m" if v % 1e5 == 0 and v >= 1e6 else f"{kind}{v / 1e3:g}k"
+        return f"{kind}{v:g}"
+    return label
+
+
+KINDS: dict[str, KindSpec] = {
+    "params": KindSpec(operator.itemgetter("params"), operator.le, _count_label("params")),
+    "sparsity": KindSpec(operator.itemgetter("sparsity"), lambda got, v: got >= v - SPARSITY_TOLERANCE,
+                         lambda v: f"sparsity{round(v * 100):g}"),
+    "bytes": KindSpec(operator.itemgetter("size_bytes"), operator.le, _count_label("bytes")),
+    "bits": KindSpec(operator.itemgetter("weight_bits"), operator.le, lambda v: f"bits{v:g}"),
+    "speedup": KindSpec(operator.itemgetter("speedup"), operator.ge, lambda v: f"speedup{v:g}x"),
+    "macs_speedup": KindSpec(lambda m: m["reference_macs"] / m["macs"], operator.ge, lambda v: f"macs{v:g}x"),
+    "none": KindSpec(lambda m: 0.0, lambda got, v: True, lambda v: "nobudget"),  # nothing measured: always met
+}
+BUDGET_KINDS = tuple(KINDS)
 
 
 @dataclass(frozen=True)
@@ -45,32 +78,11 @@ class Budget:
 
     @property
     def label(self) -> str:
-        """Short id part: params100k, sparsity90, bytes300k, bits8, speedup2x, nobudget."""
-        v = self.value
-        if self.kind == "none":
-            return "nobudget"
-        if self.kind == "sparsity":
-            return f"sparsity{round(v * 100):g}"
-        if self.kind == "speedup":
-            return f"speedup{v:g}x"
-        if self.kind == "macs_speedup":
-            return f"macs{v:g}x"
-        if self.kind in ("params", "bytes") and v % 1000 == 0:
-            return f"{self.kind}{v / 1e6:g}m" if v % 1e5 == 0 and v >= 1e6 else f"{self.kind}{v / 1e3:g}k"
-        return f"{self.kind}{v:g}"
+        """Short id part: params100k, sparsity90, bytes300k, bits8, speedup2x, macs2x, nobudget."""
+        return KINDS[self.kind].label(self.value)
 
     def is_met(self, measured: dict) -> bool:
-        """Check against harness measurements (params, sparsity, size_bytes, bits, speedup)."""
-        if self.kind == "none":
-            return True
-        if self.kind == "params":
-            return measured["params"] <= self.value
-        if self.kind == "sparsity":
-            return measured["sparsity"] >= self.value - SPARSITY_TOLERANCE
-        if self.kind == "bytes":
-            return measured["size_bytes"] <= self.value
-        if self.kind == "bits":
-            return measured["weight_bits"] <= self.value
-        if self.kind == "macs_speedup":
-            return measured["reference_macs"] / measured["macs"] >= self.value
-        return measured["speedup"] >= self.value
+        """Check against harness measurements (params, sparsity, size_bytes, weight_bits, speedup,
+        reference_macs and macs): only the keys the budget's kind reads need be there."""
+        spec = KINDS[self.kind]
+        return spec.met(spec.measured(measured), self.value)

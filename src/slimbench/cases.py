@@ -6,7 +6,8 @@ import difflib
 import fnmatch
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any
 
 from .budgets import Budget
@@ -14,12 +15,15 @@ from .config import Paths, default_paths, load_params
 from .datasets import DATASETS
 from .errors import ConfigError, SlimbenchError
 from .methods import METHODS
+from .training import Recipe
 
 TIER_DEFAULTS = {"threads": 2, "batch_size": 64, "latency_rounds": 30, "latency_warmup": 5}
 CASE_KEYS = {"method", "datasets", "model", "model_kwargs", "budgets", "budget", "settings", "recipe",
              "seeds", "tag", "study", "teacher", "from_case"}
 # Case fields that label a case without changing the model it produces (left out of the cache key).
 LABELS = ("tier", "study", "group_id", "tag")
+# Fields resolved from others (the upstream case: its model's cache key is part of this case's key).
+RESOLVED = ("upstream",)
 # Fields added after models were cached: left out of the key while unset, so those keys still hold.
 UNSET_OMITTED = ("from_case",)
 
@@ -37,7 +41,11 @@ class Tier:
 @dataclass(frozen=True)
 class Case:
     """One benchmark case. ``model`` is "reference" (the dataset's reference/teacher model) or a
-    registered architecture built fresh (a student)."""
+    registered architecture built fresh (a student).
+
+    The params.yaml values are kept as written (``budget_config``, ``recipe``, ``settings``: they
+    make ``config_hash``); ``budget`` and ``training_recipe`` are them parsed, once per case, and
+    ``upstream`` is the resolved ``from_case`` case (set by ``expand_cases``)."""
 
     case_id: str
     tier: str
@@ -46,7 +54,7 @@ class Case:
     model: str
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     teacher: str | None = None
-    budget: dict[str, float] | None = None
+    budget_config: dict[str, float] | None = None  # as in params.yaml, e.g. {params: 100000}
     settings: dict[str, Any] = field(default_factory=dict)
     recipe: dict[str, Any] = field(default_factory=dict)
     subset: dict[str, int] | None = None
@@ -55,15 +63,27 @@ class Case:
     tag: str | None = None  # the entry's `tag` (already part of case_id)
     from_case: str | None = None  # id of the case (same tier) whose compressed model this one starts from
     group_id: str = ""  # case_id without the -seedN suffix: the rows one summary row averages
+    upstream: Case | None = field(default=None, repr=False)  # the from_case case, resolved
 
     @property
     def family(self) -> str:
         return METHODS.get(self.method).family
 
+    @cached_property
+    def budget(self) -> Budget:
+        """``budget_config`` parsed (no budget: kind "none")."""
+        return Budget.from_config(self.budget_config)
+
+    @cached_property
+    def training_recipe(self) -> Recipe:
+        """The ``training.Recipe`` the case trains with: ``recipe`` over Recipe's defaults, the case's seed."""
+        return replace(Recipe.from_dict(self.recipe), seed=self.seed)
+
     def config_hash(self) -> str:
-        """Identifies everything that determines the compressed model (not the tier name)."""
-        cfg = {k: v for k, v in asdict(self).items()
-               if k not in LABELS and not (k in UNSET_OMITTED and v is None)}
+        """Identifies everything that determines the compressed model (not the tier name): the
+        params.yaml values, the budget as written under its params.yaml key ``budget``."""
+        cfg = {"budget" if f.name == "budget_config" else f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in LABELS + RESOLVED and not (f.name in UNSET_OMITTED and getattr(self, f.name) is None)}
         return hashlib.md5(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
 
 
@@ -107,7 +127,8 @@ def expand_cases(tier_name: str, paths: Paths | None = None) -> list[Case]:
 
 
 def _chain(case: Case, by_id: dict[str, Case]) -> Case:
-    """Check a ``from_case`` link (exists, same dataset, no loop) and take the upstream's model and teacher."""
+    """Check a ``from_case`` link (exists, same dataset, no loop), take the upstream's model and
+    teacher, and attach the upstream case (itself chained when it has a ``from_case``)."""
     upstream, seen = by_id.get(case.from_case), {case.case_id}
     if upstream is None:
         raise ConfigError(f"case {case.case_id}: from_case {case.from_case!r} is not a case of tier {case.tier}; "
@@ -125,7 +146,10 @@ def _chain(case: Case, by_id: dict[str, Case]) -> Case:
             raise ConfigError(f"case {case.case_id}: from_case links loop through {link.case_id}; fix: break the loop")
         seen.add(link.case_id)
         link = by_id.get(link.from_case)
-    return replace(case, model=upstream.model, model_kwargs=upstream.model_kwargs, teacher=upstream.teacher)
+    if upstream.from_case:
+        upstream = _chain(upstream, by_id)
+    return replace(case, model=upstream.model, model_kwargs=upstream.model_kwargs, teacher=upstream.teacher,
+                   upstream=upstream)
 
 
 def _expand_entry(tier: Tier, entry: dict, where: str) -> list[Case]:
@@ -151,7 +175,7 @@ def _expand_entry(tier: Tier, entry: dict, where: str) -> list[Case]:
                     case_id=group + suffix, tier=tier.name, method=entry["method"], dataset=dataset,
                     model=entry.get("model", "reference"),
                     model_kwargs=entry.get("model_kwargs", {}),
-                    teacher=entry.get("teacher", ds_cfg.get("teacher")), budget=budget_cfg,
+                    teacher=entry.get("teacher", ds_cfg.get("teacher")), budget_config=budget_cfg,
                     settings=entry.get("settings", {}),
                     recipe={**ds_cfg.get("recipe", {}), **entry.get("recipe", {})},
                     subset=ds_cfg.get("subset"), seed=seed, study=entry.get("study"), group_id=group,

@@ -89,7 +89,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"slimbench: {len(outcomes.failed)} case(s) failed, their rows are not published: "
               f"{', '.join(sorted(outcomes.failed))}", file=sys.stderr)
     passed = outcomes.passed - outcomes.failed
-    if not args.no_report and passed:
+    if args.no_report:
+        print(f"slimbench: rows in {json_path}; publish them with "
+              f"`slimbench report --tier {args.tier} --from {json_path}`")
+    elif passed:
         report(args.tier, json_path, keep=passed)
     return status
 
@@ -170,9 +173,9 @@ def publish(tier: str, rows: list[dict], source: str) -> None:
 
 def report(tier: str, json_path: Path, keep: set[str] | None = None) -> None:
     """Publish the rows of a benchmark JSON (only the cases in ``keep`` when given)."""
-    from . import leaderboard
+    from .rows import rows_from_benchmark_json
 
-    rows = leaderboard.rows_from_benchmark_json(json_path)
+    rows = rows_from_benchmark_json(json_path)
     if keep is not None:
         rows = [r for r in rows if r["case_id"] in keep]
     publish(tier, rows, str(json_path))
@@ -286,10 +289,10 @@ def cmd_baseline(args: argparse.Namespace) -> None:
 
 def cmd_readme(args: argparse.Namespace) -> None:
     """Refresh the README's leaderboard excerpt from a committed leaderboard (no rerun)."""
-    from . import leaderboard
+    from .render import update_readme_excerpt
 
     paths, source, board = committed_board(args.tier)
-    leaderboard.update_readme_excerpt(paths.root / "README.md", board, args.datasets)
+    update_readme_excerpt(paths.root / "README.md", board, args.datasets)
     print(f"README.md excerpt refreshed from {source}")
 
 
@@ -313,7 +316,7 @@ def cmd_teacher(args: argparse.Namespace) -> None:
 def cmd_teachers(args: argparse.Namespace) -> None:
     from .config import default_paths
     from .fileio import write_text
-    from .leaderboard import render_teachers
+    from .render import render_teachers
     from .teachers import TABLE_KEYS, read_teacher_meta
 
     paths = default_paths()

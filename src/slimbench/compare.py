@@ -28,12 +28,13 @@ from tabulate import tabulate
 
 from . import stats
 from .errors import SlimbenchError
-from .leaderboard import load_predictions, top1_interval
+from .leaderboard import load_predictions
+from .rows import missing_keys, rows_and_environment, top1_interval
 
 DEFAULT_THRESHOLDS = {"top1_drop": 0.5, "latency_ratio": 1.10, "budget_flip": True, "alpha": 0.01}
 # What must match for latency ratios to count (rows from before cpu_flags_md5 was recorded never match).
 TIMING_ENVIRONMENT = ("cpu", "cpu_flags_md5", "cpu_cores", "cpu_caches", "threads", "torch")
-NEEDED = ("case_id", "top1", "budget_met")
+NEEDED = ("case_id", "top1", "budget_met")  # of rows.ROW_KEYS: what a comparison reads
 PredictionsOf = Callable[[dict[str, Any]], "np.ndarray | None"]
 
 
@@ -64,13 +65,8 @@ def load_board(path: str | Path) -> Board:
     """A leaderboard JSON (or a pytest-benchmark JSON) with its environment and predictions."""
     path = Path(path)
     try:
-        blob = json.loads(path.read_text())
-        if "benchmarks" in blob:
-            rows = [b["extra_info"] for b in blob["benchmarks"] if b.get("extra_info", {}).get("case_id")]
-            env = (rows[0].get("environment") if rows else None) or blob.get("machine_info", {})
-        else:
-            rows, env = blob["rows"], blob.get("environment", {})
-        missing = sorted({k for r in rows for k in NEEDED if k not in r})
+        rows, env = rows_and_environment(json.loads(path.read_text()))
+        missing = sorted({k for r in rows for k in missing_keys(r, NEEDED)})
         if missing:
             raise ValueError(f"rows lack {missing}")
         by_id = {r["case_id"]: r for r in rows}

@@ -24,10 +24,11 @@ from .errors import DiskFullError, IntegrityError
 _TEMPORARY = re.compile(r"^\..*\.pid(\d+)\..*\.tmp$")
 
 
-def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex md5 of a file's bytes."""
+def md5sum(path: str | os.PathLike, chunk: int = 1 << 20, opener: Callable[..., Any] = open) -> str:
+    """Hex md5 of a file's bytes (of what ``opener(path, "rb")`` reads: gzip.open gives the
+    decompressed content's)."""
     digest = hashlib.md5()
-    with open(path, "rb") as fh:
+    with opener(path, "rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()

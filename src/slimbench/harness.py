@@ -6,6 +6,7 @@ latency) are measured fresh in every run so that ratios compare models timed in 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
@@ -20,18 +21,17 @@ import torch
 from torch import nn
 
 from . import case_cache, metrics, stats
-from .budgets import Budget
-from .cases import Case, Tier, expand_cases
+from .cases import Case, Tier
 from .config import Paths, default_paths
 from .datasets import DataSplits, load_splits
 from .determinism import deterministic
 from .environment import fingerprint
 from .errors import ConfigError
-from .leaderboard import encode_predictions
 from .methods import METHODS, Context
 from .models import build_model_for
+from .rows import encode_predictions
 from .teachers import load_teacher
-from .training import Recipe, evaluate, normalize, predict, trained_on
+from .training import evaluate, normalize, predict, trained_on
 
 
 @dataclass
@@ -48,32 +48,102 @@ class Outcome:
     predictions: torch.Tensor | None = None  # predicted class of every test image, in order
 
 
-# The sources that decide any compressed model; a case's key adds its method's own module, so
-# editing one method invalidates that method's cached models only. Bump CACHE_FORMAT when this
-# file or case_cache.py changes what a cache entry holds or how its quality numbers are measured, or when a
-# helper that methods call from metrics.py or budgets.py (count_params, Budget) changes what
-# it returns: those two modules mostly hold measuring and reporting code, so they are left out.
-CORE_SOURCES = ("training.py", "determinism.py", "datasets", "models", "methods/base.py")
+# A case's key holds the md5 of the code that decides its model (``code_md5``): its method's module
+# and every slimbench module that module imports (``import_closure``), plus the harness side that
+# every method's model goes through: seeding (determinism.py), training and evaluation
+# (training.py), data (datasets), architectures (models), with what those import, and the harness
+# functions that make the model and its cached quality numbers (``_model_code``). Editing a module
+# invalidates the models of the methods that import it, and only those. case_cache.py is left
+# out: it stores and checks entries (its own import of metrics is for the md5 check) and decides
+# no model; what an entry holds is CACHE_FORMAT.
+HARNESS_SOURCES = ("determinism.py", "training.py", "datasets/__init__.py", "models/__init__.py")
+PACKAGE = Path(__file__).parent
+# What a cache entry holds (case_cache.py's files, the quality numbers compress_case stores): bump
+# it when that changes, so that entries of the older kind are not read as the new. Code changes
+# need no bump (code_md5 follows them).
 # 2: entries hold the test predictions; keys hold the thread count. 3: entries hold the model's
 # state_dict (rebuilt by Method.restore, never unpickled) and entry.json (md5 of every file, model_md5).
 CACHE_FORMAT = 3
 
 
-def sources_md5(entries: tuple[str, ...]) -> str:
-    """md5 over the named package files and folders (*.py)."""
-    package = Path(__file__).parent
-    digest = hashlib.md5()
-    for entry in entries:
-        for path in sorted((package / entry).rglob("*.py")) if (package / entry).is_dir() else [package / entry]:
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
+def imported_files(path: Path, source: bytes, package: Path) -> set[Path]:
+    """The files of ``package`` (src/slimbench) that the module at ``path`` imports: module-level
+    and function-level imports, relative or absolute (``slimbench.x``). ``from X import a`` is
+    X/a.py (or X/a/__init__.py) when ``a`` is a submodule, else X itself; a package is its
+    __init__.py. Parent packages run by the import are not counted (methods/__init__.py imports
+    every method)."""
+    found: set[Path] = set()
+    for node in ast.walk(ast.parse(source, filename=str(path))):
+        if isinstance(node, ast.Import):
+            targets = [_package_path(alias.name, package) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = path.parents[node.level - 1].joinpath(*(node.module.split(".") if node.module else ()))
+            else:
+                base = _package_path(node.module or "", package)
+            targets = [] if base is None else [base / a.name if _module_file(base / a.name) else base
+                                               for a in node.names]
+        else:
+            continue
+        found |= {f for t in targets if t is not None and (f := _module_file(t)) and f.is_relative_to(package)}
+    return found
+
+
+def _package_path(dotted: str, package: Path) -> Path | None:
+    """``slimbench.methods.base`` -> package/methods/base (no suffix); None outside slimbench."""
+    parts = dotted.split(".")
+    return package.joinpath(*parts[1:]) if parts[0] == package.name else None
+
+
+def _module_file(stem: Path) -> Path | None:
+    """The file of module ``stem``: stem.py, or stem/__init__.py for a package; None if neither."""
+    if stem.with_name(stem.name + ".py").is_file():
+        return stem.with_name(stem.name + ".py")
+    return stem / "__init__.py" if (stem / "__init__.py").is_file() else None
+
+
+def import_closure(roots: list[Path], package: Path) -> dict[Path, bytes]:
+    """The ``roots`` and every file of ``package`` they import, transitively: {path: source}."""
+    sources: dict[Path, bytes] = {}
+    todo = list(roots)
+    while todo:
+        path = todo.pop()
+        if path not in sources:
+            sources[path] = path.read_bytes()
+            todo += imported_files(path, sources[path], package)
+    return sources
+
+
+def code_sources(method: str, package: Path | None = None) -> dict[str, bytes]:
+    """{path relative to the package: source} of the modules that decide ``method``'s models."""
+    package = package or PACKAGE
+    module = Path(inspect.getsourcefile(type(METHODS.get(method)))).relative_to(Path(__file__).parent)
+    roots = [package / module, *(package / entry for entry in HARNESS_SOURCES)]
+    return {path.relative_to(package).as_posix(): source
+            for path, source in sorted(import_closure(roots, package).items())}
+
+
+def _model_code() -> tuple:
+    """The harness-side code every compressed model goes through: how compress_case builds the
+    input, seeds, calls (or restores) the method and measures the quality numbers it caches, and
+    the case's parsed budget and recipe."""
+    return (compress_case, case_builder, Case.budget.func, Case.training_recipe.func)
+
+
+def code_md5(method: str) -> str:
+    """md5 over the code that decides ``method``'s models (see HARNESS_SOURCES above)."""
+    return _code_md5(method, PACKAGE)
 
 
 @lru_cache(maxsize=None)
-def code_md5(method: str) -> str:
-    """md5 over the core sources and the module defining ``method``."""
-    module = Path(inspect.getsourcefile(type(METHODS.get(method))))
-    return sources_md5(CORE_SOURCES + (str(module.relative_to(Path(__file__).parent)),))
+def _code_md5(method: str, package: Path) -> str:
+    digest = hashlib.md5()
+    for name, source in code_sources(method, package).items():
+        digest.update(f"{name}\0{len(source)}\0".encode())
+        digest.update(source)
+    for function in _model_code():
+        digest.update(inspect.getsource(function).encode())
+    return digest.hexdigest()
 
 
 def cache_key(case: Case, data_md5: str, teacher_md5: str | None, upstream_key: str | None = None,
@@ -109,7 +179,7 @@ def compress_case(case: Case, paths: Paths | None = None, cached_only: bool = Fa
     cached (or whose upstream is not) returns None instead of training.
     """
     paths = paths or default_paths()
-    budget = Budget.from_config(case.budget)
+    budget = case.budget
     method = METHODS.get(case.method)
     upstream = _upstream_outcome(case, paths, cached_only)
     if case.from_case and upstream is None:
@@ -122,7 +192,7 @@ def compress_case(case: Case, paths: Paths | None = None, cached_only: bool = Fa
     key_dir = paths.cache / case.tier / case.case_id / key
     build = case_builder(case, data, reference_meta)
     resume_dir = key_dir.parent / f".resume-{key}" if method.cacheable else None
-    ctx = Context(data=data, teacher=reference, recipe=replace(Recipe.from_dict(case.recipe), seed=case.seed),
+    ctx = Context(data=data, teacher=reference, recipe=replace(case.training_recipe),  # a copy: the case keeps its own
                   settings=dict(case.settings), build_model=build, seed=case.seed, resume_dir=resume_dir)
 
     def given_model() -> nn.Module:  # the method's input; called seeded: a student's initial weights are the case's
@@ -174,8 +244,10 @@ def _upstream_outcome(case: Case, paths: Paths, cached_only: bool) -> Outcome | 
     """The compressed model of the case's ``from_case`` (made now if needed), or None."""
     if not case.from_case:
         return None
-    upstream = next(c for c in expand_cases(case.tier, paths) if c.case_id == case.from_case)
-    return compress_case(upstream, paths, cached_only)
+    if case.upstream is None:
+        raise ConfigError(f"case {case.case_id}: its from_case {case.from_case!r} is not resolved; "
+                          "fix: take the case from cases.expand_cases, which resolves it")
+    return compress_case(case.upstream, paths, cached_only)
 
 
 def example_input(data: DataSplits, batch: int) -> torch.Tensor:
@@ -221,6 +293,10 @@ def accuracy_fields(predictions: torch.Tensor, labels: torch.Tensor) -> dict[str
             "test_size": n, **predictions_fields(predictions, labels)}
 
 
+# Per-row metrics a method asks for by name (``Method.row_metrics``), measured here like every other cost.
+ROW_METRICS = {"per_layer": metrics.per_layer_params}  # (reference, model) -> value
+
+
 def measure(case: Case, outcome: Outcome, tier: Tier, benchmark_ms: float | None = None) -> dict[str, Any]:
     """The leaderboard row of a case: cost metrics measured now plus the cached quality numbers.
 
@@ -229,11 +305,12 @@ def measure(case: Case, outcome: Outcome, tier: Tier, benchmark_ms: float | None
     forwards) is kept beside it for reference.
     """
     model, reference, data = outcome.model, outcome.reference, outcome.data
+    method = METHODS.get(case.method)
     one, many = example_input(data, 1), example_input(data, tier.batch_size)
     timing = dict(rounds=tier.latency_rounds, warmup=tier.latency_warmup)
     single = metrics.paired_latency(reference, model, one, **timing)
     batch = metrics.paired_latency(reference, model, many, **timing)
-    budget = Budget.from_config(case.budget)
+    budget = case.budget
     q = outcome.quality
     accuracy = accuracy_fields(outcome.predictions, data.test.labels)
     env = row_environment()
@@ -244,7 +321,7 @@ def measure(case: Case, outcome: Outcome, tier: Tier, benchmark_ms: float | None
         "teacher": case.teacher, "budget_kind": budget.kind, "budget_value": budget.value,
         **accuracy, "val_top1": round(q["val_top1"], 2),
         "reference_top1": round(q["reference_top1"], 2), "top1_delta": round(q["top1"] - q["reference_top1"], 2),
-        "params": metrics.count_params(model), "nonzero_params": metrics.count_nonzero(model),
+        "params": metrics.count_stored_params(model), "nonzero_params": metrics.count_nonzero(model),
         "sparsity": round(metrics.sparsity(model), 4), "size_bytes": metrics.size_bytes(model),
         "macs": metrics.count_macs(model, one), **speeds,
         "seed": case.seed, "train_seconds": q["train_seconds"],
@@ -255,15 +332,15 @@ def measure(case: Case, outcome: Outcome, tier: Tier, benchmark_ms: float | None
         "threads": torch.get_num_threads(), "latency_rounds": tier.latency_rounds,
         "latency_samples_ms": {"b1": _samples(single), "batch": _samples(batch)},
         "benchmark_ms": None if benchmark_ms is None else round(benchmark_ms, 4),
-        "reference_params": metrics.count_params(reference), "reference_size_bytes": metrics.size_bytes(reference),
+        "reference_params": metrics.count_stored_params(reference), "reference_size_bytes": metrics.size_bytes(reference),
         "reference_macs": metrics.count_macs(reference, one), "subset": case.subset, "settings": case.settings,
+        "effective_settings": method.effective_settings(case.settings),  # the method's defaults + the case's
         "recipe": case.recipe, "method_log": q.get("method_log", {}), "cache_hit": outcome.cache_hit,
         "size_bytes_zipped": metrics.zipped_size_bytes(model),
         "reference_size_bytes_zipped": metrics.zipped_size_bytes(reference),
         **provenance(case, outcome, env),
     }
-    if case.family == "prune":
-        row["per_layer"] = metrics.per_layer_params(reference, model)
+    row.update({name: ROW_METRICS[name](reference, model) for name in method.row_metrics})
     row["budget_met"] = budget.is_met({**row, "speedup": row["speedup"]})
     return row
 

@@ -60,7 +60,10 @@ def _weight_is_derived(module: nn.Module) -> bool:
     return (_is_conv(module) or _is_linear(module)) and "weight" in getattr(module, "_buffers", {})
 
 
-def count_params(model: nn.Module) -> int:
+def count_stored_params(model: nn.Module) -> int:
+    """Learned numbers the model stores, in whatever form (the rows' ``params``): its float
+    parameters, the packed weights and biases of quantized layers and the weights that weight-only
+    quantization keeps as buffers. Equals ``models.count_nn_parameters`` for a float model."""
     return sum(t.numel() for t in _all_weights(model))
 
 

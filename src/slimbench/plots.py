@@ -11,6 +11,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
 
+from .methods import METHODS  # noqa: E402
+
 
 def rate_curves(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """Non-zero params (x) vs validation top-1 (y), one line per pruning method, per dataset.
@@ -21,9 +23,9 @@ def rate_curves(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     pruned = [r for r in rows if r["family"] == "prune" and r["budget_kind"] == "sparsity"]
     for dataset in sorted({r["dataset"] for r in pruned}):
         fig, ax = plt.subplots(figsize=(6, 4))
-        for label in sorted({_line(r) for r in pruned if r["dataset"] == dataset}):
+        for label in sorted({row_label(r) for r in pruned if r["dataset"] == dataset}):
             points = sorted((r["nonzero_params"], r["val_top1"]) for r in pruned
-                            if r["dataset"] == dataset and _line(r) == label)
+                            if r["dataset"] == dataset and row_label(r) == label)
             ax.plot(*zip(*points), marker="o", label=label)
         dense = [r for r in rows if r["dataset"] == dataset and r["method"] == "reference"]
         if dense:
@@ -33,15 +35,15 @@ def rate_curves(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     return written
 
 
-def _line(row: dict[str, Any]) -> str:
-    settings = row.get("settings", {})
-    epochs = settings.get("finetune_epochs", 0)
-    if row["method"] == "prune_iterative" and row.get("tag") == "chain":
-        return f"{row['method']} (from the previous rate, {epochs} ep each)"
-    if row["method"] == "prune_iterative":
-        final = settings.get("final_epochs", 0)
-        return f"{row['method']} ({settings.get('rounds', 4)} rounds x {epochs} ep" + (f" + {final} ep)" if final else ")")
-    return f"{row['method']} ({'one-shot' if not epochs else f'{epochs} ep fine-tune'})"
+def row_label(row: dict[str, Any]) -> str:
+    """A row's legend text, from its method (``Method.label``) and effective settings. Rows of
+    boards measured before ``effective_settings`` existed get the method's defaults merged with
+    their ``settings`` here; a method no longer registered is named as it is."""
+    if row["method"] not in METHODS:
+        return row["method"]
+    method = METHODS.get(row["method"])
+    return method.label({**method.settings, **(row.get("settings") or {}), **(row.get("effective_settings") or {})},
+                        row.get("tag"))
 
 
 def calibration_curves(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
@@ -52,7 +54,7 @@ def calibration_curves(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     for r in rows:
         images = r.get("method_log", {}).get("calibration_images")
         if r["family"] == "quant" and images and r.get("study"):
-            key = (r["dataset"], r["model"], f"{r['method']} ({r['settings'].get('observer', 'minmax')})")
+            key = (r["dataset"], r["model"], row_label(r))
             lines.setdefault(key, []).append((images, r["top1"]))
     written = []
     for dataset, model in sorted({(d, m) for d, m, _ in lines}):

@@ -16,7 +16,7 @@ from .config import Paths, default_paths, load_params
 from .datasets import load_splits
 from .errors import ConfigError, IntegrityError
 from .fileio import atomic_torch_save, atomic_write, md5sum, verify_md5, write_json
-from .models import build_model_for, count_params, get_model
+from .models import build_model_for, count_nn_parameters, get_model
 from .training import Recipe, evaluate, fit, trained_on
 
 PUBLIC_URL = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
@@ -99,7 +99,7 @@ def train_teacher(name: str, paths: Paths | None = None) -> dict[str, Any]:
     # fit's own clock: the epochs of every run that contributed, an interrupted one included
     meta.update(train_seconds=round(result.seconds, 1), best_epoch=result.best_epoch,
                 history=result.history, val_top1=round(evaluate(model, data.val, data), 2),
-                top1=round(evaluate(model, data.test, data), 2), params=count_params(model),
+                top1=round(evaluate(model, data.test, data), 2), params=count_nn_parameters(model),
                 data_md5=data.data_md5, torch_version=str(torch.__version__), trained_on=trained_on())
     ckpt = paths.teachers / f"{name}.pt"
     atomic_torch_save(ckpt, {"state_dict": model.state_dict(), "meta": meta})

@@ -12,8 +12,9 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -223,6 +224,25 @@ def fit(model: nn.Module, data: DataSplits, recipe: Recipe, loss_fn: LossFn | No
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     return FitResult(state["best_val"], state["best_epoch"], state["seconds"], state["history"])
+
+
+class TrainingContext(Protocol):
+    """What ``finetune`` reads from a method's context (``methods.base.Context`` is one)."""
+
+    data: DataSplits
+    recipe: Recipe
+    log: dict[str, Any]
+
+    def resume_path(self, tag: str) -> Path | None: ...
+
+
+def finetune(model: nn.Module, ctx: TrainingContext, epochs: int, tag: str) -> None:
+    """Fine-tune (pruning masks, if any, attached) for ``epochs`` epochs of the case recipe, resumable
+    under ``tag``; the best epoch is appended to ``ctx.log["best_epochs"]``. No-op at 0."""
+    if epochs > 0:
+        result = fit(model, ctx.data, replace(ctx.recipe, epochs=epochs), desc=tag,
+                     resume_path=ctx.resume_path(tag))
+        ctx.log.setdefault("best_epochs", []).append(result.best_epoch)
 
 
 def _save_resume(path: Path, state: dict, model: nn.Module, optimizer: torch.optim.Optimizer,

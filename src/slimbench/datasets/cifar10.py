@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
 import tempfile
 from pathlib import Path
@@ -10,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torchvision.datasets import CIFAR10
-from torchvision.datasets.utils import check_integrity, extract_archive
+from torchvision.datasets.utils import extract_archive
 from torchvision.io import decode_jpeg
 
 from ..errors import IntegrityError
+from ..fileio import verify_md5
 from .base import ImageSet, RawDataset, combine_md5
 from .mirrors import describe, find_local, remote_mirrors
 
@@ -33,10 +33,7 @@ def load_cifar10(mirrors: list[str], online: bool) -> RawDataset:
     with tempfile.TemporaryDirectory() as tmp:
         archive = find_local(mirrors, ["cifar10", "cifar-10"], CIFAR10.filename)
         if archive is not None:
-            if not check_integrity(str(archive), CIFAR10.tgz_md5):
-                actual = hashlib.md5(archive.read_bytes()).hexdigest()
-                raise IntegrityError(f"corrupt file {archive}: expected md5 {CIFAR10.tgz_md5}, "
-                                     f"got {actual}; fix: {CIFAR10_FIX}")
+            verify_md5(archive, CIFAR10.tgz_md5, CIFAR10_FIX)
             extract_archive(str(archive), tmp)
         else:
             urls = remote_mirrors(mirrors, "cifar10")
@@ -60,9 +57,7 @@ def load_cifar10_jpeg(mirrors: list[str], online: bool) -> RawDataset:
     if archive is None:
         raise IntegrityError(f"{JPEG_ARCHIVE} not found in {describe(mirrors)} (it has no online "
                              f"source); fix: {JPEG_FIX}")
-    actual = hashlib.md5(archive.read_bytes()).hexdigest()
-    if actual != JPEG_MD5:
-        raise IntegrityError(f"corrupt file {archive}: expected md5 {JPEG_MD5}, got {actual}; fix: {JPEG_FIX}")
+    verify_md5(archive, JPEG_MD5, JPEG_FIX)
     parts = _decode_tar(archive)
     classes = sorted({cls for split in parts.values() for cls, _ in split})
     if len(classes) != 10:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import shutil
 import sys
 import tempfile
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import torch
 from torchvision.datasets import FashionMNIST
-from torchvision.datasets.utils import check_integrity
 
 from ..errors import IntegrityError
 from ..fileio import md5sum
@@ -40,14 +38,6 @@ class _Corrupt(Exception):
     """A mirror's copy of one file failed verification; ``str`` says how."""
 
 
-def _gunzip_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with gzip.open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _verified(path: Path, filename: str, md5: str) -> bool:
     """Official gz md5, or (Debian) the official decompressed md5; an unreadable gzip is not."""
     try:
@@ -59,15 +49,16 @@ def _verified(path: Path, filename: str, md5: str) -> bool:
 
 def _check(path: Path, filename: str, md5: str) -> None:
     """Raise _Corrupt naming ``path``, both md5 sums and, for a broken gzip, why it is unreadable."""
-    if check_integrity(str(path), md5):
+    actual = md5sum(path)
+    if actual == md5:
         return
     why = ""
     try:
-        if _gunzip_md5(path) == DECOMPRESSED_MD5[filename]:
+        if md5sum(path, opener=gzip.open) == DECOMPRESSED_MD5[filename]:
             return
     except GZIP_ERRORS as exc:
         why = f" (unreadable gzip: {_one_line(exc)})"
-    raise _Corrupt(f"corrupt file {path}: expected md5 {md5}, got {md5sum(path)}{why}")
+    raise _Corrupt(f"corrupt file {path}: expected md5 {md5}, got {actual}{why}")
 
 
 def _one_line(exc: BaseException) -> str:

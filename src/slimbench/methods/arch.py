@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from typing import Any
 
 from torch import nn
 
 from ..budgets import Budget
-from ..metrics import count_params
+from ..metrics import count_stored_params
 from ..training import fit
 from .base import Context, Method, register
+from .sizing import bisect_fit
 
 
 MIN_WIDTH = 0.05
@@ -21,18 +25,16 @@ def width_for_budget(build: Callable[[float], nn.Module], max_params: float, lo:
 
     Returns None when even the narrowest model is over budget.
     """
-    if count_params(build(lo)) > max_params:
-        return None
-    if count_params(build(hi)) <= max_params:
-        return hi
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if count_params(build(mid)) <= max_params else (lo, mid)
-    return lo
+    return bisect_fit(lambda w: count_stored_params(build(w)) <= max_params, lo, hi, steps)
 
 
 def _shapes(state: dict) -> dict:
     return {k: getattr(v, "shape", None) for k, v in state.items()}
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    groups: int = 2  # groups of every grouped conv
 
 
 class CompactConv(Method):
@@ -45,14 +47,14 @@ class CompactConv(Method):
     conv: str
 
     def infeasible(self, given: nn.Module, budget: Budget, ctx: Context) -> str | None:
-        kwargs = {"conv": self.conv, **({"groups": int(ctx.setting("groups", 2))} if self.conv == "group" else {})}
-        smallest = count_params(ctx.build_model(width=MIN_WIDTH, **kwargs))
+        kwargs = self.conv_kwargs(ctx)
+        smallest = count_stored_params(ctx.build_model(width=MIN_WIDTH, **kwargs))
         if budget.kind == "params" and smallest > budget.value:
             return f"the smallest width ({MIN_WIDTH}) has {smallest:,} params"
         return None
 
     def conv_kwargs(self, ctx: Context) -> dict:
-        return {"conv": self.conv, **({"groups": int(ctx.setting("groups", 2))} if self.conv == "group" else {})}
+        return {"conv": self.conv, **({"groups": int(ctx.setting("groups"))} if self.conv == "group" else {})}
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         kwargs = self.conv_kwargs(ctx)
@@ -97,4 +99,7 @@ class GroupConv(CompactConv):
 
     name = "arch_group"
     conv = "group"
-    settings = {"groups": 2}
+    settings_type = GroupSettings
+
+    def label(self, settings: Mapping[str, Any], tag: str | None = None) -> str:
+        return f"{self.name} ({settings['groups']} groups)"

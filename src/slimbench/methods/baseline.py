@@ -6,7 +6,7 @@ from torch import nn
 
 from ..budgets import Budget
 from ..training import fit
-from .base import Context, Method, params_over_budget, register
+from .base import Context, Method, register
 
 
 @register
@@ -28,9 +28,7 @@ class Scratch(Method):
     name = "scratch"
     family = "baseline"
     budget_kinds = ("none", "params")
-
-    def infeasible(self, given: nn.Module, budget: Budget, ctx: Context) -> str | None:
-        return params_over_budget(given, budget)
+    keeps_architecture = True
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         result = fit(model, ctx.data, ctx.recipe, desc=self.name, resume_path=ctx.resume_path(self.name))

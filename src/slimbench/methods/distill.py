@@ -8,8 +8,10 @@ registered teacher and student pair works without rewriting either network.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +20,7 @@ from torch import nn
 from ..budgets import Budget
 from ..errors import ConfigError
 from ..training import device, fit, normalize, predict
-from .base import Context, Method, params_over_budget, register
+from .base import Context, Method, register
 
 
 def kd_logits_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -143,11 +145,44 @@ class StudentWithRegressors(nn.Module):
 
 
 def layer_pairs(ctx: Context) -> list[tuple[str, str]]:
-    pairs = ctx.setting("layers", None)
+    pairs = ctx.setting("layers")
     if not pairs or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
         raise ConfigError("setting `layers` must list [student_module, teacher_module] pairs, "
                           "e.g. [[features.6, layer2]]; see `named_modules()` of both models")
     return [(str(s), str(t)) for s, t in pairs]
+
+
+@dataclass(frozen=True)
+class KDSettings:
+    """Logit distillation: softmax temperature and the weight of the soft term."""
+
+    temperature: float = 4.0
+    alpha: float = 0.9
+
+
+@dataclass(frozen=True)
+class KDLogitsSettings(KDSettings):
+    cache_teacher_logits: bool = True  # teacher logits computed once when the recipe has no augmentation
+
+
+@dataclass(frozen=True)
+class FeatureKDSettings(KDSettings):
+    """Logit distillation plus a feature term on [student_module, teacher_module] ``layers`` pairs."""
+
+    layers: list | None = None
+    feature_weight: float = 1.0
+    feature_schedule: str = "quadratic"
+
+
+@dataclass(frozen=True)
+class HintSettings(FeatureKDSettings):
+    hint_loss: str = "smooth_l1"
+
+
+@dataclass(frozen=True)
+class AttentionSettings(FeatureKDSettings):
+    feature_weight: float = 1000.0
+    feature_schedule: str = "constant"
 
 
 class Distiller(Method):
@@ -156,30 +191,29 @@ class Distiller(Method):
     family = "distill"
     budget_kinds = ("params", "none")
     needs_teacher = True
+    keeps_architecture = True
     uses_features = False
-
-    def infeasible(self, given: nn.Module, budget: Budget, ctx: Context) -> str | None:
-        return params_over_budget(given, budget)
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         dev = device()
         teacher = ctx.teacher.to(dev)
         pairs = layer_pairs(ctx) if self.uses_features else []
-        signal = TeacherSignal(teacher, ctx, cache_logits=not pairs and bool(ctx.setting("cache_teacher_logits", True)))
+        signal = TeacherSignal(teacher, ctx, cache_logits=not pairs and bool(ctx.setting("cache_teacher_logits")))
         try:
             with taps(model, [s for s, _ in pairs], "the student") as s_taps, \
                     taps(teacher, [t for _, t in pairs], "the teacher") as t_taps:
                 trainee = self.trainee(model, teacher, pairs, s_taps, t_taps, ctx)
-                weight = {"value": 0.0}
-                schedule = str(ctx.setting("feature_schedule", "constant"))
+                weight = {"value": 0.0}  # stays 0 without layer pairs (kd_logits has no feature settings)
+                schedule = str(ctx.setting("feature_schedule")) if pairs else None
 
                 def on_epoch(epoch: int, epochs: int) -> None:
-                    weight["value"] = float(ctx.setting("feature_weight", 0.0)) * feature_weight(schedule, epoch, epochs)
+                    if pairs:
+                        weight["value"] = float(ctx.setting("feature_weight")) * feature_weight(schedule, epoch, epochs)
 
                 def loss(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
                     t_logits = signal.logits(x, idx)
-                    total = kd_logits_loss(logits, t_logits, y, float(ctx.setting("temperature", 4.0)),
-                                           float(ctx.setting("alpha", 0.9)))
+                    total = kd_logits_loss(logits, t_logits, y, float(ctx.setting("temperature")),
+                                           float(ctx.setting("alpha")))
                     if pairs and weight["value"] > 0:
                         total = total + weight["value"] * self.feature_loss(trainee, pairs, s_taps, t_taps, ctx)
                     return total
@@ -195,6 +229,9 @@ class Distiller(Method):
                        teacher_logits_cached=signal.cached is not None)
         return trainee.student if isinstance(trainee, StudentWithRegressors) else trainee
 
+    def label(self, settings: Mapping[str, Any], tag: str | None = None) -> str:
+        return f"{self.name} (T={settings['temperature']:g}, alpha={settings['alpha']:g})"
+
     def trainee(self, student: nn.Module, teacher: nn.Module, pairs: list[tuple[str, str]],
                 s_taps: FeatureTaps, t_taps: FeatureTaps, ctx: Context) -> nn.Module:
         return student
@@ -209,7 +246,7 @@ class KDLogits(Distiller):
     """Train the given student from scratch against the teacher's softened logits."""
 
     name = "kd_logits"
-    settings = {"temperature": 4.0, "alpha": 0.9, "cache_teacher_logits": True}
+    settings_type = KDLogitsSettings
 
 
 @register
@@ -218,8 +255,7 @@ class KDHint(Distiller):
     feature map to the teacher's channels (resized to its grid), penalised by smooth-L1 or MSE."""
 
     name = "kd_hint"
-    settings = {"temperature": 4.0, "alpha": 0.9, "layers": None, "feature_weight": 1.0,
-                "feature_schedule": "quadratic", "hint_loss": "smooth_l1"}
+    settings_type = HintSettings
     uses_features = True
 
     def trainee(self, student, teacher, pairs, s_taps, t_taps, ctx):
@@ -233,7 +269,7 @@ class KDHint(Distiller):
         return StudentWithRegressors(student, regressors)
 
     def feature_loss(self, trainee, pairs, s_taps, t_taps, ctx):
-        kind = str(ctx.setting("hint_loss", "smooth_l1"))
+        kind = str(ctx.setting("hint_loss"))
         total = 0.0
         for (s, t), regressor in zip(pairs, trainee.regressors):
             projected = regressor(s_taps[s])
@@ -249,8 +285,7 @@ class KDAttention(Distiller):
     teacher's at each layer pair (beta/2 * sum of mean squared differences, beta = feature_weight)."""
 
     name = "kd_attention"
-    settings = {"temperature": 4.0, "alpha": 0.9, "layers": None, "feature_weight": 1000.0,
-                "feature_schedule": "constant"}
+    settings_type = AttentionSettings
     uses_features = True
 
     def feature_loss(self, trainee, pairs, s_taps, t_taps, ctx):

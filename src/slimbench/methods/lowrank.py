@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..budgets import Budget
-from ..metrics import count_params
+from ..metrics import count_stored_params
 from ..training import fit
 from .base import Context, Method, register
+from .sizing import bisect_fit
 
 FACTORABLE = (nn.Conv2d, nn.Linear)
 
@@ -93,20 +95,20 @@ def ranks_in_state(model: nn.Module, state: dict) -> dict[str, int]:
 
 def params_after(model: nn.Module, ranks: dict[str, int]) -> int:
     layers = candidate_layers(model)
-    saved = sum(count_params(layers[n]) - factor_params(layers[n], r) for n, r in ranks.items())
-    return count_params(model) - saved
+    saved = sum(count_stored_params(layers[n]) - factor_params(layers[n], r) for n, r in ranks.items())
+    return count_stored_params(model) - saved
 
 
 def fraction_for_budget(model: nn.Module, max_params: float, steps: int = 30) -> float | None:
-    """Largest rank fraction whose factorized model has at most ``max_params`` params (bisection)."""
-    fits: Callable[[float], bool] = lambda f: params_after(model, ranks_for_fraction(model, f)) <= max_params
-    lo, hi = 0.0, 1.0
-    if not fits(lo):
-        return None
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
+    """Largest rank fraction whose factorized model has at most ``max_params`` params (bisection;
+    full rank is never tried, so the answer stays below 1)."""
+    return bisect_fit(lambda f: params_after(model, ranks_for_fraction(model, f)) <= max_params, 0.0, 1.0, steps,
+                      far_probe="never")
+
+
+@dataclasses.dataclass(frozen=True)
+class LowRankSettings:
+    finetune_epochs: int | None = None  # None: the case recipe's epochs
 
 
 @register
@@ -117,7 +119,11 @@ class LowRankSVD(Method):
     name = "lowrank_svd"
     family = "lowrank"
     budget_kinds = ("params",)
-    settings = {"finetune_epochs": None}
+    settings_type = LowRankSettings
+
+    def label(self, settings: Mapping[str, Any], tag: str | None = None) -> str:
+        epochs = settings["finetune_epochs"]
+        return self.name if epochs is None else f"{self.name} ({epochs} ep fine-tune)"
 
     def infeasible(self, given: nn.Module, budget: Budget, ctx: Context) -> str | None:
         lowest = params_after(given, ranks_for_fraction(given, 0.0))
@@ -131,7 +137,7 @@ class LowRankSVD(Method):
         factorize(model, ranks)
         ctx.log.update(rank_fraction=round(fraction or 0.0, 4), fits_budget=fraction is not None,
                        factorized_layers=len(ranks))
-        epochs = ctx.setting("finetune_epochs", None)
+        epochs = ctx.setting("finetune_epochs")
         recipe = ctx.recipe if epochs is None else dataclasses.replace(ctx.recipe, epochs=int(epochs))
         if recipe.epochs > 0:
             result = fit(model, ctx.data, recipe, desc=self.name, resume_path=ctx.resume_path(self.name))

@@ -6,8 +6,10 @@ are folded into plain weights before the model is returned and measured.
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,7 +18,7 @@ from torch.nn.utils import prune
 from ..budgets import Budget
 from ..errors import ConfigError
 from ..fileio import atomic_torch_save
-from ..training import fit
+from ..training import finetune
 from .base import Context, Method, register
 
 PRUNABLE = (nn.Conv2d, nn.Linear)
@@ -34,14 +36,6 @@ def make_permanent(model: nn.Module) -> nn.Module:
     return model
 
 
-def finetune(model: nn.Module, ctx: Context, epochs: int, tag: str) -> None:
-    """Fine-tune (masks attached) for ``epochs`` epochs of the case recipe; no-op at 0."""
-    if epochs > 0:
-        result = fit(model, ctx.data, dataclasses.replace(ctx.recipe, epochs=epochs), desc=tag,
-                     resume_path=ctx.resume_path(tag))
-        ctx.log.setdefault("best_epochs", []).append(result.best_epoch)
-
-
 def schedule_targets(target: float, rounds: int, schedule: str) -> list[float]:
     """Cumulative sparsity after each round: linear, or cubic (Zhu & Gupta, 2017: fast early, slow late)."""
     if rounds < 1:
@@ -53,19 +47,37 @@ def schedule_targets(target: float, rounds: int, schedule: str) -> list[float]:
     raise ConfigError(f"unknown schedule {schedule!r}; valid: linear, cubic")
 
 
+@dataclass(frozen=True)
+class FinetuneSettings:
+    finetune_epochs: int = 0  # masked fine-tuning after pruning; 0: one-shot
+
+
+@dataclass(frozen=True)
+class IterativeSettings:
+    rounds: int = 4
+    finetune_epochs: int = 1  # per round
+    schedule: str = "cubic"  # per-round targets: linear or cubic
+    final_epochs: int = 0  # fine-tuning at the target after the last round
+
+
 class MaskPruner(Method):
     """Masks from ``apply_masks``, then optional masked fine-tuning, then masks made permanent."""
 
     family = "prune"
     budget_kinds = ("sparsity",)
-    settings = {"finetune_epochs": 0}
+    settings_type = FinetuneSettings
+    row_metrics = ("per_layer",)
+
+    def label(self, settings: Mapping[str, Any], tag: str | None = None) -> str:
+        epochs = settings["finetune_epochs"]
+        return f"{self.name} ({'one-shot' if not epochs else f'{epochs} ep fine-tune'})"
 
     def apply_masks(self, model: nn.Module, rate: float) -> None:
         raise NotImplementedError
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         self.apply_masks(model, float(budget.value))
-        finetune(model, ctx, int(ctx.setting("finetune_epochs", 0)), self.name)
+        finetune(model, ctx, int(ctx.setting("finetune_epochs")), self.name)
         return make_permanent(model)
 
 
@@ -100,11 +112,18 @@ class Iterative(Method):
     name = "prune_iterative"
     family = "prune"
     budget_kinds = ("sparsity",)
-    settings = {"rounds": 4, "finetune_epochs": 1, "schedule": "cubic", "final_epochs": 0}
+    settings_type = IterativeSettings
+    row_metrics = ("per_layer",)
+
+    def label(self, settings: Mapping[str, Any], tag: str | None = None) -> str:
+        """A ``chain``-tagged case starts from the previous rate's model (``from_case``)."""
+        epochs, final = settings["finetune_epochs"], settings["final_epochs"]
+        if tag == "chain":
+            return f"{self.name} (from the previous rate, {epochs} ep each)"
+        return f"{self.name} ({settings['rounds']} rounds x {epochs} ep" + (f" + {final} ep)" if final else ")")
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
-        targets = schedule_targets(float(budget.value), int(ctx.setting("rounds", 4)),
-                                   str(ctx.setting("schedule", "cubic")))
+        targets = schedule_targets(float(budget.value), int(ctx.setting("rounds")), str(ctx.setting("schedule")))
         start = self.resume_rounds(model, ctx, len(targets))
         done = targets[start - 1] if start else 0.0
         for i, target in enumerate(targets[start:], start + 1):
@@ -115,9 +134,9 @@ class Iterative(Method):
             prune.global_unstructured(params, pruning_method=prune.L1Unstructured,
                                       amount=(target - done) / (1 - done), importance_scores=scores)
             done = target
-            finetune(model, ctx, int(ctx.setting("finetune_epochs", 1)), f"{self.name}-round{i}")
+            finetune(model, ctx, int(ctx.setting("finetune_epochs")), f"{self.name}-round{i}")
             self.save_round(model, ctx, i)
-        finetune(model, ctx, int(ctx.setting("final_epochs", 0)), f"{self.name}-final")
+        finetune(model, ctx, int(ctx.setting("final_epochs")), f"{self.name}-final")
         ctx.log.update(round_targets=[round(t, 4) for t in targets])
         return make_permanent(model)
 

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
 from ..budgets import Budget
-from ..metrics import count_macs, count_params
+from ..metrics import count_macs, count_stored_params
 from ..models.cifar_resnet import BasicBlock, CifarResNet
-from ..training import fit, normalize
+from ..training import finetune, fit, normalize
 from .base import Context, Method, register
-from .prune import finetune
+from .sizing import bisect_fit
 
 
 MAX_RATIO = 0.9
@@ -53,23 +54,16 @@ def ratio_for_budget(fits: Callable[[float], bool], hi: float = MAX_RATIO, steps
 
     torch-pruning keeps some layers whole at ratios near 1 (and with round_to), so params are not
     monotone there: the search stops at 0.9."""
-    if fits(0.0):
-        return 0.0
-    if not fits(hi):
-        return None
-    lo = 0.0
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
-    return hi
+    return bisect_fit(fits, hi, 0.0, steps, far_probe="first")
 
 
 def budget_check(model: nn.Module, budget: Budget, example: torch.Tensor) -> Callable[[nn.Module], bool]:
-    """Whether a pruned copy meets a params or MACs speed-up budget."""
+    """Whether a pruned copy meets a params or MACs speed-up budget (``Budget.is_met`` on the one
+    measurement the budget reads)."""
     if budget.kind == "params":
-        return lambda pruned: count_params(pruned) <= budget.value
+        return lambda pruned: budget.is_met({"params": count_stored_params(pruned)})
     dense = count_macs(model, example)
-    return lambda pruned: dense / count_macs(pruned, example) >= budget.value
+    return lambda pruned: budget.is_met({"reference_macs": dense, "macs": count_macs(pruned, example)})
 
 
 def example_batch(ctx: Context) -> torch.Tensor:
@@ -107,11 +101,29 @@ def resize_to_state(model: nn.Module, state: dict) -> nn.Module:
     return model
 
 
+@dataclasses.dataclass(frozen=True)
+class StructuredSettings:
+    finetune_epochs: int = 0
+    round_to: int | None = None  # keep channel counts multiples of this (torch-pruning's round_to)
+
+
+@dataclasses.dataclass(frozen=True)
+class SlimmingSettings(StructuredSettings):
+    l1: float = 1e-4  # weight of the L1 penalty on BatchNorm scales
+    slimming_epochs: int = 1  # epochs trained with that penalty before pruning
+
+
 class ChannelPruner(Method):
     """Shared steps: size the channel ratio to the budget, remove the channels, fine-tune."""
 
     family = "prune"
     budget_kinds = ("params", "macs_speedup")
+    settings_type = StructuredSettings
+    row_metrics = ("per_layer",)
+
+    def label(self, settings: Mapping[str, Any], tag: str | None = None) -> str:
+        epochs = settings["finetune_epochs"]
+        return f"{self.name} ({'one-shot' if not epochs else f'{epochs} ep fine-tune'})"
 
     def structure(self, model: nn.Module, state: dict, budget: Budget, ctx: Context) -> nn.Module:
         """The input with the channel counts of the saved (pruned) tensors."""
@@ -128,19 +140,19 @@ class ChannelPruner(Method):
         if meets(given):
             return None
         pruned = prune_channels(copy.deepcopy(given), MAX_RATIO, example, self.importance(),
-                                ctx.setting("round_to", None))
+                                ctx.setting("round_to"))
         if meets(pruned):
             return None
         most = f"removing {MAX_RATIO:.0%} of the prunable channels (the most it removes)"
         if budget.kind == "params":
-            return f"{most} leaves {count_params(pruned):,} params"
+            return f"{most} leaves {count_stored_params(pruned):,} params"
         return f"{most} gives a MACs speed-up of {count_macs(given, example) / count_macs(pruned, example):.2f}x"
 
     def prune_to_budget(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         example = example_batch(ctx)
         model.eval()
         meets = budget_check(model, budget, example)
-        round_to = ctx.setting("round_to", None)
+        round_to = ctx.setting("round_to")
 
         def fits(ratio: float) -> bool:
             return meets(prune_channels(copy.deepcopy(model), ratio, example, self.importance(), round_to))
@@ -156,14 +168,13 @@ class Structured(ChannelPruner):
     """Filters with the smallest L1 norm (per coupled group) removed to meet the budget, then fine-tuning."""
 
     name = "prune_structured"
-    settings = {"finetune_epochs": 0, "round_to": None}
 
     def importance(self) -> tp.importance.Importance:
         return tp.importance.MagnitudeImportance(p=1)
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         model = self.prune_to_budget(model, budget, ctx)
-        finetune(model, ctx, int(ctx.setting("finetune_epochs", 0)), self.name)
+        finetune(model, ctx, int(ctx.setting("finetune_epochs")), self.name)
         return model
 
 
@@ -174,23 +185,23 @@ class BNSlimming(ChannelPruner):
     the budget, then fine-tune (``finetune_epochs``)."""
 
     name = "prune_bn_slimming"
-    settings = {"l1": 1e-4, "slimming_epochs": 1, "finetune_epochs": 0, "round_to": None}
+    settings_type = SlimmingSettings
 
     def importance(self) -> tp.importance.Importance:
         return tp.importance.BNScaleImportance()
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         scales = [m.weight for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.affine]
-        weight = float(ctx.setting("l1", 1e-4))
+        weight = float(ctx.setting("l1"))
         ce = torch.nn.functional.cross_entropy
 
         def loss(logits, x, y, idx):
             return ce(logits, y) + weight * sum(s.abs().sum() for s in scales)
 
-        epochs = int(ctx.setting("slimming_epochs", 1))
+        epochs = int(ctx.setting("slimming_epochs"))
         if epochs > 0:
             fit(model, ctx.data, dataclasses.replace(ctx.recipe, epochs=epochs), loss_fn=loss,
                 desc=f"{self.name}-l1", resume_path=ctx.resume_path(f"{self.name}-l1"))
         model = self.prune_to_budget(model, budget, ctx)
-        finetune(model, ctx, int(ctx.setting("finetune_epochs", 0)), self.name)
+        finetune(model, ctx, int(ctx.setting("finetune_epochs")), self.name)
         return model

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,7 +23,7 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qa
 from ..budgets import Budget
 from ..errors import ConfigError
 from ..training import fit, iterate, normalize
-from .base import Context, Method, register, storage_over_budget
+from .base import Context, Method, register
 
 BACKEND = "x86"
 # uint8 activations in 0..127 (7 bits): the x86 kernels' int16 accumulation can overflow otherwise.
@@ -43,7 +45,7 @@ def qconfig_mapping(observer_name: str) -> QConfigMapping:
 def calibration_size(ctx: Context) -> int:
     """The ``calibration_size`` setting (a number of training images, or "all"), capped at the
     train split's size and logged in the row as ``calibration_images``."""
-    size = ctx.setting("calibration_size", 1000)
+    size = ctx.setting("calibration_size")
     if size != "all" and not (isinstance(size, int) and size >= 1):
         raise ConfigError(f"calibration_size must be a number of images (at least 1) or \"all\", got {size!r}; "
                           "fix the case's settings")
@@ -77,6 +79,17 @@ def observe_one_batch(prepared: nn.Module, ctx: Context, size: int = 8) -> None:
     prepared(normalize(ctx.data.train.images[:size], ctx.data.mean, ctx.data.std))
 
 
+@dataclass(frozen=True)
+class PTQSettings:
+    observer: str = "histogram"  # activation observer: one of ACTIVATION_OBSERVERS
+    calibration_size: int | str = 1000  # training images, or "all"
+
+
+@dataclass(frozen=True)
+class QATSettings:
+    epochs: int = 1  # fake-quant fine-tuning epochs
+
+
 @register
 class PTQInt8(Method):
     """Static W8A8 post-training quantization: conv-BN fusion, observers, int8 kernels on CPU."""
@@ -84,10 +97,12 @@ class PTQInt8(Method):
     name = "quant_ptq_int8"
     family = "quant"
     budget_kinds = ("bits", "bytes")
-    settings = {"observer": "histogram", "calibration_size": 1000}
+    settings_type = PTQSettings
+    stored_bits = 8
 
-    def infeasible(self, given: nn.Module, budget: Budget, ctx: Context) -> str | None:
-        return storage_over_budget(self.name, given, budget, 8)
+    def label(self, settings: Mapping[str, Any], tag: str | None = None) -> str:
+        return f"{self.name} ({settings['observer']})"
+
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         return self.convert(model, ctx, lambda prepared: calibrate(prepared, ctx, calibration_size(ctx)))
@@ -104,7 +119,7 @@ class PTQInt8(Method):
         example = (ctx.data.train.images[:1].float(),)
         with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
             warnings.simplefilter("ignore", DeprecationWarning)
-            prepared = prepare_fx(model, qconfig_mapping(ctx.setting("observer", "histogram")), example)
+            prepared = prepare_fx(model, qconfig_mapping(ctx.setting("observer")), example)
             observe(prepared)
             return convert_fx(prepared)
 
@@ -118,14 +133,16 @@ class QAT(Method):
     name = "quant_qat"
     family = "quant"
     budget_kinds = ("bits", "bytes")
-    settings = {"epochs": 1}
+    settings_type = QATSettings
+    stored_bits = 8
 
-    def infeasible(self, given: nn.Module, budget: Budget, ctx: Context) -> str | None:
-        return storage_over_budget(self.name, given, budget, 8)
+    def label(self, settings: Mapping[str, Any], tag: str | None = None) -> str:
+        return f"{self.name} ({settings['epochs']} ep)"
+
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         def train(prepared: nn.Module) -> None:
-            result = fit(prepared, ctx.data, dataclasses.replace(ctx.recipe, epochs=int(ctx.setting("epochs", 1))),
+            result = fit(prepared, ctx.data, dataclasses.replace(ctx.recipe, epochs=int(ctx.setting("epochs"))),
                          desc=self.name)
             ctx.log.update(best_epoch=result.best_epoch, qat_val_top1=round(result.best_val_top1, 2))
 

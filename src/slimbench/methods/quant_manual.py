@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import copy
 import operator
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +31,7 @@ from torch.fx.experimental.optimization import fuse
 from ..budgets import Budget
 from ..errors import ConfigError
 from ..training import evaluate
-from .base import Context, Method, register, storage_over_budget
+from .base import Context, Method, register
 from .quant import calibration_batches, calibration_size
 from .quant_weight import quantize_per_channel
 
@@ -277,6 +279,13 @@ def build_integer_model(fused: fx.GraphModule, observers: dict[str, RangeObserve
     return IntegerModel(gm, {name: p for name, p in qparams.items() if name not in in_layers})
 
 
+@dataclass(frozen=True)
+class ManualPTQSettings:
+    calibration_size: int | str = 1000  # training images, or "all"
+    alphas: list[float] = field(default_factory=lambda: [1.0])  # activation-range factors searched on val
+    activation_qmax: int = 255  # 127 or 255
+
+
 @register
 class ManualPTQ(Method):
     """From-scratch static W8A8 PTQ; ``alphas`` lists the activation-range factors to search on
@@ -285,14 +294,17 @@ class ManualPTQ(Method):
     name = "quant_ptq_manual"
     family = "quant"
     budget_kinds = ("bits", "bytes")
-    settings = {"calibration_size": 1000, "alphas": [1.0], "activation_qmax": 255}
+    settings_type = ManualPTQSettings
+    stored_bits = 8
 
-    def infeasible(self, given: nn.Module, budget: Budget, ctx: Context) -> str | None:
-        return storage_over_budget(self.name, given, budget, 8)
+    def label(self, settings: Mapping[str, Any], tag: str | None = None) -> str:
+        """Its ranges come from min-max observers (``RangeObserver``), scaled by the chosen alpha."""
+        return f"{self.name} (minmax)"
+
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
-        alphas = [float(a) for a in ctx.setting("alphas", [1.0])]
-        qmax = int(ctx.setting("activation_qmax", 255))
+        alphas = [float(a) for a in ctx.setting("alphas")]
+        qmax = int(ctx.setting("activation_qmax"))
         if not alphas or not all(0 < a <= 1 for a in alphas) or qmax not in (127, 255):
             raise ConfigError(f"quant_ptq_manual needs alphas in (0, 1] and activation_qmax 127 or 255, got "
                               f"{alphas} and {qmax}; fix the case's settings")

@@ -8,13 +8,15 @@ the float32 weight used by forward is rebuilt ("dequantized on load") and is not
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
 from ..budgets import Budget
 from ..errors import BudgetError
-from .base import Context, Method, register, storage_over_budget
+from .base import Context, Method, register
 
 QUANTIZABLE = (nn.Conv2d, nn.Linear)
 
@@ -73,15 +75,21 @@ def wrap_weights(model: nn.Module, storage: str) -> nn.Module:
     return model
 
 
+@dataclass(frozen=True)
+class WeightOnlySettings:
+    fold_bn: bool = True  # fold BatchNorm into the preceding conv before storing the weights
+
+
 class WeightOnlyQuant(Method):
     family = "quant"
     budget_kinds = ("bits", "bytes")
-    settings = {"fold_bn": True}
+    settings_type = WeightOnlySettings
     storage: str
     bits: int
 
-    def infeasible(self, given: nn.Module, budget: Budget, ctx: Context) -> str | None:
-        return storage_over_budget(self.name, given, budget, self.bits)
+    @property
+    def stored_bits(self) -> int:  # type: ignore[override]  (Method.stored_bits, from the subclass's bits)
+        return self.bits
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         if budget.kind == "bits" and budget.value < self.bits:
@@ -92,7 +100,7 @@ class WeightOnlyQuant(Method):
     def structure(self, model: nn.Module, state: dict, budget: Budget, ctx: Context) -> nn.Module:
         """BN folded (the traced GraphModule ``fuse`` returns, built here, never unpickled), then
         the WeightOnly wrappers; compress's own steps, which hold no training."""
-        if ctx.setting("fold_bn", True):
+        if ctx.setting("fold_bn"):
             model = fuse(model.eval())
         return wrap_weights(model, self.storage).eval()
 

@@ -60,7 +60,9 @@ def resnet50_small(**kw: Any) -> nn.Module:
     return small_input_resnet(50, **kw)
 
 
-def count_params(model: nn.Module) -> int:
+def count_nn_parameters(model: nn.Module) -> int:
+    """Elements of the model's ``nn.Parameter`` tensors (``model.parameters()``): a float model's
+    size; quantized layers' packed weights are not parameters (``metrics.count_stored_params`` counts them)."""
     return sum(p.numel() for p in model.parameters())
 
 
