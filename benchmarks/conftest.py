@@ -52,6 +52,24 @@ def pytest_itemcollected(item: pytest.Item) -> None:
         item.add_marker(case.tier)
 
 
+# Lines a case prints that the user must see although pytest captures a passing test's output:
+# a cache entry that failed its checks and was rebuilt, and training resumed after a kill.
+NOTICES = ("cache entry ", "resuming from ")
+_notices: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _notices.extend(f"{report.nodeid.rpartition('[')[2].rstrip(']')}: {line}"
+                    for line in report.capstdout.splitlines() if line.startswith(NOTICES))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _notices:
+        terminalreporter.section("slimbench: rebuilt cache entries and resumed training")
+        for line in _notices:
+            terminalreporter.write_line(line)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     if getattr(config, "_slimbench_default_tier", False):
         return [f"slimbench: no tier chosen, running the {DEFAULT_TIER} tier; `-m standard` or `--tier standard` "

@@ -311,3 +311,12 @@ def test_the_benchmark_session_refuses_or_warns_about_budgets_out_of_reach(tmp_p
     lenient = collect(paths.root, "-m", "smoke", "--case", "arch_dwsep-*", "--cached-only")
     assert lenient.returncode == 0 and f"slimbench: warning: {line}" in lenient.stdout, lenient.stdout + lenient.stderr
     assert "2 skipped" in lenient.stdout
+
+
+def test_check_warns_about_budgets_out_of_reach_and_still_passes(tmp_path, monkeypatch, capsys):
+    paths = make_project(tmp_path, lambda p: smoke(p)["cases"].append(IMPOSSIBLE[0][0]))
+    monkeypatch.setenv("SLIMBENCH_ROOT", str(paths.root))
+    assert cli.main(["check", "--tier", "smoke"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("warning: case arch_dwsep-digits-params10 cannot meet params<=10")
+    assert out[-1].endswith("; 1 budget(s) out of reach")

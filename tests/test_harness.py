@@ -209,7 +209,7 @@ def test_shards_partition_the_cases_stably(project):
 def test_rate_curves_are_drawn_per_dataset(tmp_path):
     from slimbench.plots import rate_curves
     rows = [{"family": "prune", "budget_kind": "sparsity", "dataset": "d", "method": m, "settings": {},
-             "nonzero_params": n, "val_top1": acc} for m in ("a", "b") for n, acc in ((100, 50.0), (1000, 80.0))]
+             "nonzero_params": n, "val_top1": acc} for m in ("prune_l1_layer", "prune_global_magnitude") for n, acc in ((100, 50.0), (1000, 80.0))]
     rows.append({"family": "baseline", "budget_kind": "none", "dataset": "d", "method": "reference", "val_top1": 90.0})
     (path,) = rate_curves(rows, tmp_path)
     assert path.name == "rate_curves_d.png" and path.read_bytes()[:4] == b"\x89PNG"

@@ -183,7 +183,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_board(tmp_path, monkeypa
         with pytest.raises(DiskFullError) as info:
             leaderboard.update(out, "mini", [_row("a", top1=1.0), _row("b")], ["a", "b"], ROOT)
         message = str(info.value)
-        assert "\n" not in message and str(out.parent) in message and "needed" in message and "fix:" in message
+        assert "\n" not in message and f"writing in {out} (" in message and "needed" in message and "fix:" in message
         assert _board_md5s(out) == before
         assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
     finally:
@@ -264,3 +264,18 @@ def test_two_concurrent_runs_of_a_tier_end_with_both_rows(mini_project):
     board = json.loads((mini_project.results("mini") / "leaderboard.json").read_text())
     assert sorted(r["case_id"] for r in board["rows"]) == ["quant_weight_fp16-digits-bits16", "reference-digits-nobudget"]
     assert len(list((mini_project.root / "results" / "runs" / "mini").glob("*.json"))) == 2  # one JSON per run
+
+
+def test_a_rebuilt_cache_entry_is_reported_at_the_end_of_a_run(mini_project):
+    case = "quant_weight_fp16-digits-bits16"
+    first = _slimbench(mini_project.root, "run", "--tier", "mini", "--case", case)
+    assert first.wait(timeout=600) == 0, first.communicate()
+    (entry,) = (mini_project.cache / "mini" / case).glob("[0-9a-f]*")
+    state = bytearray((entry / "state.pt").read_bytes())
+    state[len(state) // 2] ^= 0xFF
+    (entry / "state.pt").write_bytes(bytes(state))
+    again = _slimbench(mini_project.root, "run", "--tier", "mini", "--case", case)
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, out + err
+    summary = out.split("slimbench: rebuilt cache entries and resumed training", 1)[1]
+    assert f"{case}: cache entry " in summary and "state.pt md5" in summary

@@ -45,8 +45,11 @@ def test_every_tier_has_its_bench_and_leaderboard_stage_in_exactly_one_pipeline_
 
 
 def test_each_readme_excerpt_is_rewritten_by_a_stage_that_depends_on_its_board():
-    markers = set(re.findall(r"<!-- (?:leaderboard-excerpt|studies):([\w-]+):start -->", (ROOT / "README.md").read_text()))
-    assert markers, "README.md has no excerpt markers"
+    """README.md and docs/*.md: every tier excerpt has its readme@ stage, and only those."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    text = "".join(page.read_text() for page in pages)
+    markers = set(re.findall(r"<!-- (?:leaderboard-excerpt|studies):([\w-]+):start -->", text))
+    assert markers, "neither README.md nor docs/*.md has excerpt markers"
     listed = [t for tiers in stage_tiers("readme").values() for t in tiers]
     assert sorted(listed) == sorted(markers), f"README excerpts of {sorted(markers)}, readme stages for {listed}"
     for name in PIPELINES:

@@ -162,6 +162,8 @@ def _md5(data: bytes) -> str:
 
 
 def _why(exc: BaseException) -> str:
+    if "Weights only load failed" in str(exc):  # torch's long text ends advising an unsafe load
+        return f"{exc.__class__.__name__}: it holds objects other than tensors, refused by weights-only loading"
     text = str(exc).strip().splitlines()
     return f"{exc.__class__.__name__}: {text[0][:200]}" if text else exc.__class__.__name__
 

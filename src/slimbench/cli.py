@@ -9,7 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .errors import SlimbenchError
+from .errors import DiskFullError, SlimbenchError
 from .fileio import clean_stale_temporaries, temporary_prefix
 
 
@@ -81,19 +81,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             os.replace(partial, json_path)
     finally:
         partial.unlink(missing_ok=True)
+    if outcomes.failed:
+        print(f"slimbench: {len(outcomes.failed)} case(s) failed, their rows are not published: "
+              f"{', '.join(sorted(outcomes.failed))}", file=sys.stderr)
     if status not in (0, 1) or not json_path.is_file():  # interrupted, unusable arguments, no case ran
         print(f"slimbench: pytest exited with {status}; leaderboard of tier {args.tier} left unchanged",
               file=sys.stderr)
         return status or 1
-    if outcomes.failed:
-        print(f"slimbench: {len(outcomes.failed)} case(s) failed, their rows are not published: "
-              f"{', '.join(sorted(outcomes.failed))}", file=sys.stderr)
     passed = outcomes.passed - outcomes.failed
+    publish_hint = f"publish them with `slimbench report --tier {args.tier} --from {json_path}`"
     if args.no_report:
-        print(f"slimbench: rows in {json_path}; publish them with "
-              f"`slimbench report --tier {args.tier} --from {json_path}`")
+        print(f"slimbench: rows in {json_path}; {publish_hint}")
     elif passed:
-        report(args.tier, json_path, keep=passed)
+        try:
+            report(args.tier, json_path, keep=passed)
+        except DiskFullError as exc:  # the run's rows are safe in its benchmark JSON
+            raise DiskFullError(f"{exc}; this run's rows are kept in {json_path}: {publish_hint}") from None
     return status
 
 
@@ -288,12 +291,19 @@ def cmd_baseline(args: argparse.Namespace) -> None:
 
 
 def cmd_readme(args: argparse.Namespace) -> None:
-    """Refresh the README's leaderboard excerpt from a committed leaderboard (no rerun)."""
-    from .render import update_readme_excerpt
+    """Refresh the leaderboard excerpt (and study tables) of a tier in README.md and docs/*.md,
+    wherever its markers are, from the committed board (no rerun)."""
+    from .render import excerpt_markers, update_readme_excerpt
 
     paths, source, board = committed_board(args.tier)
-    update_readme_excerpt(paths.root / "README.md", board, args.datasets)
-    print(f"README.md excerpt refreshed from {source}")
+    start, _ = excerpt_markers(args.tier)
+    pages = [p for p in [paths.root / "README.md", *sorted((paths.root / "docs").glob("*.md"))]
+             if p.is_file() and start in p.read_text()]
+    if not pages:
+        raise SlimbenchError(f"no {start} marker in README.md or docs/*.md; fix: add the tier's excerpt markers")
+    for page in pages:
+        update_readme_excerpt(page, board, args.datasets)
+        print(f"{page.relative_to(paths.root)}: excerpt refreshed from {source}")
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -327,8 +337,10 @@ def cmd_teachers(args: argparse.Namespace) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validate tiers of params.yaml (all by default): one line per problem, exit 2 if any."""
-    from .cases import tier_names, tier_problems
+    """Validate tiers of params.yaml (all by default): one line per problem, exit 2 if any; budgets
+    known to be out of reach are warnings (the data and teachers must be at hand to know them)."""
+    from .cases import expand_cases, tier_names, tier_problems
+    from .feasibility import infeasible_cases
 
     tiers = [args.tier] if args.tier else tier_names()
     problems = [p for tier in tiers for p in tier_problems(tier)]
@@ -337,7 +349,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     if problems:
         print(f"slimbench: {len(problems)} problem(s) in params.yaml (tiers: {', '.join(tiers)})", file=sys.stderr)
         return 2
-    print(f"slimbench check: params.yaml OK (tiers: {', '.join(tiers)})")
+    out_of_reach = [line for tier in tiers for line in infeasible_cases(expand_cases(tier)).values()]
+    for line in out_of_reach:
+        print(f"warning: {line} (`run --strict-budgets` refuses it)")
+    print(f"slimbench check: params.yaml OK (tiers: {', '.join(tiers)})"
+          + (f"; {len(out_of_reach)} budget(s) out of reach" if out_of_reach else ""))
     return 0
 
 
@@ -444,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tier", required=True)
     p.add_argument("--from", dest="source", default=None, help="default: results/<tier>/benchmark.json")
     p.set_defaults(func=cmd_report)
-    p = sub.add_parser("readme", help="refresh README.md's leaderboard excerpt from results/<tier>/")
+    p = sub.add_parser("readme", help="refresh the tier's excerpt in README.md / docs/*.md from results/<tier>/")
     p.add_argument("--tier", default="smoke")
     p.add_argument("--datasets", nargs="+", default=["fashion_mnist", "cifar10_jpeg"])
     p.set_defaults(func=cmd_readme)

@@ -155,20 +155,22 @@ def restore_interrupted_swap(target: Path) -> None:
 
 @contextmanager
 def disk_full_is_one_line(folder: Path, needed: int | None = None) -> Iterator[None]:
-    """Turn ENOSPC inside the block into a DiskFullError naming ``folder`` and the space needed."""
+    """Turn ENOSPC inside the block (or a DiskFullError of an inner write) into a DiskFullError
+    naming ``folder`` and, where given, the space needed."""
     try:
         yield
     except OSError as exc:
-        if exc.errno != errno.ENOSPC:
+        if exc.errno != errno.ENOSPC and not isinstance(exc, DiskFullError):
             raise
-        free = shutil.disk_usage(folder).free if Path(folder).exists() else 0
+        existing = next((p for p in (Path(folder), *Path(folder).parents) if p.exists()), Path("/"))
+        free = shutil.disk_usage(existing).free
         need = f", about {_mb(needed)} needed" if needed else ""
         raise DiskFullError(f"no space left on device writing in {folder} ({_mb(free)} free{need}); fix: free "
                             "space on that filesystem and rerun; the files there were left as they were") from None
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
 def folder_bytes(folder: Path) -> int:

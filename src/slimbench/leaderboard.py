@@ -83,15 +83,17 @@ def update(results_dir: Path, tier: str, new_rows: list[dict[str, Any]], valid_i
         kept = [mark_legacy(r) for r in old["rows"] if r["case_id"] not in fresh and r["case_id"] in valid_ids]
         order = {cid: i for i, cid in enumerate(valid_ids)}
         rows = sorted(kept + [r for r in new_rows if r["case_id"] in order], key=lambda r: order[r["case_id"]])
-        staged = Path(tempfile.mkdtemp(prefix=temporary_prefix(results_dir), suffix=".tmp", dir=results_dir.parent))
-        try:
-            with disk_full_is_one_line(results_dir.parent, needed=folder_bytes(results_dir)):
+        # the clean-up runs before a full disk is reported, so the free space said is the real one
+        with disk_full_is_one_line(results_dir, needed=folder_bytes(results_dir)):
+            staged = Path(tempfile.mkdtemp(prefix=temporary_prefix(results_dir), suffix=".tmp",
+                                           dir=results_dir.parent))
+            try:
                 carry_over(results_dir, staged)
                 board = _write_board(staged, tier, rows, root)
-            os.chmod(staged, 0o755)  # mkdtemp makes 0700 folders
-            swap_in(staged, results_dir)
-        finally:
-            shutil.rmtree(staged, ignore_errors=True)  # the previous board after a swap, else the partial one
+                os.chmod(staged, 0o755)  # mkdtemp makes 0700 folders
+                swap_in(staged, results_dir)
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)  # the previous board after a swap, else the partial one
     return board
 
 

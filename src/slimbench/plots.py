@@ -20,19 +20,25 @@ def rate_curves(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     Uses the rows with a sparsity budget; returns the PNG paths written (none without such rows).
     """
     written = []
-    pruned = [r for r in rows if r["family"] == "prune" and r["budget_kind"] == "sparsity"]
+    pruned = [r for r in rows if drawn_in(r, "rate_curves") and r["budget_kind"] == "sparsity"]
     for dataset in sorted({r["dataset"] for r in pruned}):
         fig, ax = plt.subplots(figsize=(6, 4))
         for label in sorted({row_label(r) for r in pruned if r["dataset"] == dataset}):
             points = sorted((r["nonzero_params"], r["val_top1"]) for r in pruned
                             if r["dataset"] == dataset and row_label(r) == label)
             ax.plot(*zip(*points), marker="o", label=label)
-        dense = [r for r in rows if r["dataset"] == dataset and r["method"] == "reference"]
+        dense = [r for r in rows if r["dataset"] == dataset and r["method"] in METHODS
+                 and METHODS.get(r["method"]).is_reference]
         if dense:
             ax.axhline(dense[0]["val_top1"], color="grey", linestyle="--", label="dense reference")
         written.append(_finish(fig, ax, out_dir / f"rate_curves_{dataset}.png", xlabel="non-zero parameters",
                                ylabel="validation top-1 (%)", title=f"Pruning rate curves: {dataset}"))
     return written
+
+
+def drawn_in(row: dict[str, Any], plot: str) -> bool:
+    """Whether the row's method draws its rows in ``plot`` (``Method.plots``)."""
+    return row["method"] in METHODS and plot in METHODS.get(row["method"]).plots
 
 
 def row_label(row: dict[str, Any]) -> str:
@@ -53,7 +59,7 @@ def calibration_curves(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     lines: dict[tuple, list[tuple[int, float]]] = {}
     for r in rows:
         images = r.get("method_log", {}).get("calibration_images")
-        if r["family"] == "quant" and images and r.get("study"):
+        if drawn_in(r, "calibration_curves") and images and r.get("study"):
             key = (r["dataset"], r["model"], row_label(r))
             lines.setdefault(key, []).append((images, r["top1"]))
     written = []
@@ -128,7 +134,8 @@ def pareto_plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             ax.set_xlabel(label)
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("test top-1 (%)")
-        axes[0].legend(fontsize=7)
+        if axes[0].get_legend_handles_labels()[0]:  # a board of rows without costs draws nothing
+            axes[0].legend(fontsize=7)
         fig.suptitle(f"{dataset}: accuracy against cost (every case of the tier)")
         path = out_dir / f"pareto_{dataset}.png"
         _save(fig, path)

@@ -120,6 +120,8 @@ class Method(ABC):
     settings_type: ClassVar[type] = NoSettings
     settings: ClassVar[dict[str, Any]] = _SettingsDefaults()  # type: ignore[assignment]
     row_metrics: ClassVar[tuple[str, ...]] = ()  # names in harness.ROW_METRICS, e.g. ("per_layer",)
+    plots: ClassVar[tuple[str, ...]] = ()  # the leaderboard plots its rows are drawn in (plots.py)
+    is_reference: ClassVar[bool] = False  # its rows are the uncompressed reference (a plot's baseline)
     needs_teacher: ClassVar[bool] = False
     cacheable: ClassVar[bool] = True  # False where ``restore`` cannot rebuild the returned model
     # What feasibility.py checks a budget against before training (no measuring code here):

@@ -16,6 +16,7 @@ class Reference(Method):
     name = "reference"
     family = "baseline"
     budget_kinds = ("none",)
+    is_reference = True
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         return model

@@ -64,6 +64,7 @@ class MaskPruner(Method):
     """Masks from ``apply_masks``, then optional masked fine-tuning, then masks made permanent."""
 
     family = "prune"
+    plots = ("rate_curves",)
     budget_kinds = ("sparsity",)
     settings_type = FinetuneSettings
     row_metrics = ("per_layer",)
@@ -111,6 +112,7 @@ class Iterative(Method):
 
     name = "prune_iterative"
     family = "prune"
+    plots = ("rate_curves",)
     budget_kinds = ("sparsity",)
     settings_type = IterativeSettings
     row_metrics = ("per_layer",)

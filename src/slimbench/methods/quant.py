@@ -96,6 +96,7 @@ class PTQInt8(Method):
 
     name = "quant_ptq_int8"
     family = "quant"
+    plots = ("calibration_curves",)
     budget_kinds = ("bits", "bytes")
     settings_type = PTQSettings
     stored_bits = 8
@@ -170,4 +171,5 @@ class KDThenInt8(PTQInt8):
 
     name = "pipeline_kd_quant"
     family = "pipeline"
+    plots = ()
     upstream_family = "distill"

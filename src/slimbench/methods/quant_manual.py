@@ -293,6 +293,7 @@ class ManualPTQ(Method):
 
     name = "quant_ptq_manual"
     family = "quant"
+    plots = ("calibration_curves",)
     budget_kinds = ("bits", "bytes")
     settings_type = ManualPTQSettings
     stored_bits = 8
