@@ -54,6 +54,20 @@ def needs_shared(*parts: str):
     return pytest.mark.skipif(not SHARED.joinpath(*parts).exists(), reason=f"../shared/{'/'.join(parts)} absent")
 
 
+def mini_params(cases: list[dict], **teachers: dict) -> dict:
+    """params.yaml of a throwaway project: one tier `mini` on digits with teacher `t` (and ``teachers``)."""
+    student = {"dataset": "digits", "model": "fashion_cnn", "model_kwargs": {"image_size": 8}}
+    return {
+        "data": {"mirrors": [], "val_fraction": 0.1, "split_seed": 0},
+        "teachers": {"t": student, **teachers},
+        "tiers": {"mini": {
+            "threads": 1, "batch_size": 8, "latency_rounds": 3, "latency_warmup": 1,
+            "datasets": {"digits": {"teacher": "t", "recipe": {"epochs": 1, "batch_size": 64}}},
+            "cases": cases,
+        }},
+    }
+
+
 def write_project(root: Path, params: dict, teacher: nn.Module, wrong_md5: tuple[str, ...] = ()) -> Paths:
     """A throwaway project at ``root``: params.yaml, and for each of its teachers the digits model
     as checkpoint + metadata (the teachers named in ``wrong_md5`` record a wrong md5)."""

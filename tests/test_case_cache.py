@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import replace
 
 import pytest
-from conftest import write_project
+from conftest import mini_params, write_project
 import torch
 
 from slimbench import case_cache, harness, metrics
@@ -22,16 +22,8 @@ from slimbench.methods import METHODS, Context
 from slimbench.models import get_model
 from slimbench.training import Recipe, predict
 
-PARAMS = {
-    "data": {"mirrors": [], "val_fraction": 0.1, "split_seed": 0},
-    "teachers": {"t": {"dataset": "digits", "model": "fashion_cnn", "model_kwargs": {"image_size": 8}}},
-    "tiers": {"mini": {
-        "threads": 1, "batch_size": 8, "latency_rounds": 3, "latency_warmup": 1,
-        "datasets": {"digits": {"teacher": "t", "recipe": {"epochs": 1, "batch_size": 64}}},
-        "cases": [{"method": "prune_global_magnitude", "budget": {"sparsity": 0.9}},
-                  {"method": "quant_ptq_int8", "budget": {"bits": 8}, "settings": {"calibration_size": 64}}],
-    }},
-}
+PARAMS = mini_params([{"method": "prune_global_magnitude", "budget": {"sparsity": 0.9}},
+                      {"method": "quant_ptq_int8", "budget": {"bits": 8}, "settings": {"calibration_size": 64}}])
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import write_project
+from conftest import mini_params, write_project
 import torch
 import yaml
 
@@ -11,17 +11,9 @@ from slimbench import harness, leaderboard, metrics, render, rows
 from slimbench.cases import expand_cases, load_tier, select
 from slimbench.errors import ConfigError
 
-PARAMS = {
-    "data": {"mirrors": [], "val_fraction": 0.1, "split_seed": 0},
-    "teachers": {"t": {"dataset": "digits", "model": "fashion_cnn", "model_kwargs": {"image_size": 8}}},
-    "tiers": {"mini": {
-        "threads": 1, "batch_size": 8, "latency_rounds": 3, "latency_warmup": 1,
-        "datasets": {"digits": {"teacher": "t", "recipe": {"epochs": 1, "batch_size": 64}}},
-        "cases": [{"method": "reference"},
-                  {"method": "prune_global_magnitude", "budgets": [{"sparsity": 0.5}, {"sparsity": 0.9}]},
-                  {"method": "quant_ptq_int8", "budget": {"bytes": 1000}, "settings": {"calibration_size": 64}}],
-    }},
-}
+PARAMS = mini_params([{"method": "reference"},
+                      {"method": "prune_global_magnitude", "budgets": [{"sparsity": 0.5}, {"sparsity": 0.9}]},
+                      {"method": "quant_ptq_int8", "budget": {"bytes": 1000}, "settings": {"calibration_size": 64}}])
 
 
 @pytest.fixture

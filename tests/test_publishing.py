@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_project
+from conftest import mini_params, write_project
 import torch
 
 from slimbench import fileio, leaderboard, rows
@@ -212,18 +212,10 @@ def test_a_finished_fit_keeps_its_resume_state_until_the_caller_removes_it(digit
 
 # --- `slimbench run` end to end, on a throwaway project with a digits tier -------------------
 
-MINI = {
-    "data": {"mirrors": [], "val_fraction": 0.1, "split_seed": 0},
-    "teachers": {"t": {"dataset": "digits", "model": "fashion_cnn", "model_kwargs": {"image_size": 8}},
-                 "broken": {"dataset": "digits", "model": "fashion_cnn", "model_kwargs": {"image_size": 8}}},
-    "tiers": {"mini": {
-        "threads": 1, "batch_size": 8, "latency_rounds": 3, "latency_warmup": 1,
-        "datasets": {"digits": {"teacher": "t", "recipe": {"epochs": 1, "batch_size": 64}}},
-        "cases": [{"method": "reference"},
-                  {"method": "quant_weight_fp16", "budget": {"bits": 16}},
-                  {"method": "reference", "teacher": "broken", "tag": "broken"}],
-    }},
-}
+MINI = mini_params([{"method": "reference"},
+                    {"method": "quant_weight_fp16", "budget": {"bits": 16}},
+                    {"method": "reference", "teacher": "broken", "tag": "broken"}],
+                   broken={"dataset": "digits", "model": "fashion_cnn", "model_kwargs": {"image_size": 8}})
 
 
 @pytest.fixture
