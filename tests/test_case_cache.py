@@ -161,7 +161,7 @@ def test_stale_temporaries_are_removed_and_resume_state_is_kept(project, tmp_pat
     _, entry = cached_entry(project, case)
     shutil.rmtree(entry)
     case_dir, key = entry.parent, entry.name
-    dead, live = case_dir / f".{key}.{dead_pid()}.tmp", case_dir / f".{key}.{os.getppid()}.tmp"
+    dead, live = case_dir / f".{key}.pid{dead_pid()}.entry.tmp", case_dir / f".{key}.pid{os.getppid()}.entry.tmp"
     old_style, resume = case_dir / f".{key}.k3x_9qaz", case_dir / f".resume-{'f' * 32}"
     for folder in (dead, live, old_style, resume):
         folder.mkdir()
@@ -171,7 +171,7 @@ def test_stale_temporaries_are_removed_and_resume_state_is_kept(project, tmp_pat
     # store alone cleans too
     other = tmp_path / "c" / key
     other.parent.mkdir()
-    stale = other.parent / f".{key}.{dead_pid()}.tmp"
+    stale = other.parent / f".{key}.pid{dead_pid()}.entry.tmp"
     stale.mkdir()
     case_cache.store(other, get_model("fashion_cnn", num_classes=10, in_channels=1, image_size=8), {},
                      torch.zeros(3, dtype=torch.long))

@@ -13,7 +13,7 @@ run code; the module itself is rebuilt by the method (``Method.restore``) and mu
 recorded ``model_md5``. An entry that fails any check (missing entry.json, an md5 mismatch, an
 unreadable file, a failed restore, another model_md5) is a miss: one line names the entry and
 the reason, the entry is removed and the case is recomputed. An entry is written into
-``.<key>.<pid>.tmp`` and renamed into place, so a killed run leaves no partial entry; the
+``.<key>.pid<pid>.entry.tmp`` (``fileio``'s temporaries) and renamed into place, so a killed run leaves no partial entry; the
 temporary folders of dead processes are removed on the next store or lookup.
 """
 
@@ -33,12 +33,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .fileio import pid_alive
+from .fileio import clean_stale_temporaries, temporary_prefix
 from .metrics import model_md5
 
 ENTRY_FORMAT = 1
 FILES = ("state.pt", "predictions.pt", "quality.json")  # what entry.json lists, besides itself
-TMP = re.compile(r"^\.(?P<key>[0-9a-f]{32})\.(?P<pid>\d+)\.tmp$")  # .<key>.<pid>.tmp
 OLD_TMP = re.compile(r"^\.[0-9a-f]{32}\.[a-z0-9_]{8}$")  # tempfile.mkdtemp(prefix=".<key>.") before format 3
 
 Restore = Callable[[dict[str, Any], dict[str, Any]], nn.Module]  # (state, quality) -> model
@@ -49,12 +48,12 @@ class BadEntry(Exception):
 
 
 def store(key_dir: Path, model: nn.Module, quality: dict[str, Any], predictions: torch.Tensor) -> None:
-    """Write the entry into ``.<key>.<pid>.tmp`` beside ``key_dir``, then rename it into place;
+    """Write the entry into a temporary folder beside ``key_dir``, then rename it into place;
     the case's entries under other keys are superseded and removed."""
     case_dir = key_dir.parent
     case_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(case_dir)
-    tmp = case_dir / f".{key_dir.name}.{os.getpid()}.tmp"
+    tmp = case_dir / f"{temporary_prefix(key_dir)}entry.tmp"
     shutil.rmtree(tmp, ignore_errors=True)  # this process's own leftover
     tmp.mkdir()
     try:
@@ -142,12 +141,12 @@ def _checked(key_dir: Path, restore: Restore) -> tuple[nn.Module, dict[str, Any]
 
 
 def remove_stale_temporaries(case_dir: Path) -> None:
-    """Remove the half-written entries of dead processes: ``.<key>.<pid>.tmp`` folders whose pid
-    is not running, and the ``.<key>.<random>`` folders of slimbench before cache format 3.
-    ``.resume-<key>`` folders (resume state of unfinished training) are kept."""
+    """Remove the half-written entries of dead processes (``fileio.clean_stale_temporaries``) and
+    the ``.<key>.<random>`` folders of slimbench before cache format 3. ``.resume-<key>`` folders
+    (resume state of unfinished training) are kept."""
+    clean_stale_temporaries(case_dir)
     for path in case_dir.iterdir():
-        match = TMP.match(path.name)
-        if path.is_dir() and ((match and not pid_alive(int(match["pid"]))) or OLD_TMP.match(path.name)):
+        if path.is_dir() and OLD_TMP.match(path.name):
             shutil.rmtree(path, ignore_errors=True)
 
 
