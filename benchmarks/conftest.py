@@ -53,8 +53,9 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 
 
 # Lines a case prints that the user must see although pytest captures a passing test's output:
-# a cache entry that failed its checks and was rebuilt, and training resumed after a kill.
-NOTICES = ("cache entry ", "resuming from ")
+# a cache entry that failed its checks and was rebuilt, training resumed after a kill, and a
+# runtime the case could not be timed under (its row keeps the reason, ``runtime_errors``).
+NOTICES = ("cache entry ", "resuming from ", "runtime failed: ")
 _notices: list[str] = []
 
 
@@ -140,6 +141,8 @@ def run_case(benchmark, request):
         stats = getattr(benchmark, "stats", None)
         row = harness.measure(case, outcome, tier, benchmark_ms=stats.stats.median * 1000 if stats else None)
         benchmark.extra_info.update(row)
+        for line in row.get("runtime_errors") or []:
+            print(f"runtime failed: {line}")
         assert output.shape == (1, outcome.data.num_classes)
         return row
 

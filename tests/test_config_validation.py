@@ -77,7 +77,7 @@ def test_the_test_project_and_the_committed_params_have_no_problems(tmp_path):
 BROKEN = {
     "unknown tier key": (lambda p: smoke(p).update(thread=2),
                          "tiers.smoke: unknown key 'thread'; fix: did you mean 'threads'? valid: batch_size, cases, "
-                         "datasets, latency_rounds, latency_warmup, threads"),
+                         "datasets, latency_rounds, latency_warmup, runtimes, threads"),
     "tier int as string": (lambda p: smoke(p).update(latency_rounds="20"),
                            "tiers.smoke.latency_rounds: '20' is not an integer >= 1; fix: e.g. latency_rounds: 30"),
     "unknown dataset key": (lambda p: smoke(p)["datasets"]["digits"].update(

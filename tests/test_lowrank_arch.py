@@ -12,7 +12,7 @@ from slimbench.methods import METHODS
 from slimbench.methods.lowrank import candidate_layers, factorize, full_rank, params_after, ranks_for_fraction
 from slimbench.metrics import count_stored_params
 from slimbench.models import get_model
-from slimbench.training import augment_batch
+from slimbench.augment import augment_batch
 
 
 def test_full_rank_factorization_reproduces_the_outputs(digits_model):

@@ -54,11 +54,11 @@ def test_iterative_pruning_resumes_at_its_last_finished_round(digits, digits_mod
     import slimbench.methods.prune as prune_module
     real_finetune, calls, interrupt = prune_module.finetune, [], [True]
 
-    def finetune(model, ctx, epochs, tag):
+    def finetune(model, ctx, epochs, tag, **kw):
         calls.append(tag)
         if tag.endswith("round3") and interrupt[0]:
             raise KeyboardInterrupt  # the session ends during round 3
-        real_finetune(model, ctx, epochs, tag)
+        real_finetune(model, ctx, epochs, tag, **kw)
 
     monkeypatch.setattr(prune_module, "finetune", finetune)
 

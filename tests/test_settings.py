@@ -35,7 +35,8 @@ def test_every_methods_defaults_come_from_its_settings_dataclass(name):
 def test_the_defaults_are_the_documented_ones():
     assert METHODS.get("quant_ptq_int8").settings == {"observer": "histogram", "calibration_size": 1000}
     assert METHODS.get("prune_iterative").settings == {"rounds": 4, "finetune_epochs": 1, "schedule": "cubic",
-                                                       "final_epochs": 0}
+                                                       "final_epochs": 0, "distill_alpha": 0.0,
+                                                       "distill_temperature": 4.0, "bn_filter_fraction": 0.0}
     assert METHODS.get("kd_hint").settings["feature_weight"] == 1.0
     assert METHODS.get("kd_attention").settings["feature_weight"] == 1000.0
     assert METHODS.get("reference").settings == {} and METHODS.get("reference").settings_type is NoSettings

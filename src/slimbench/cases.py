@@ -15,13 +15,18 @@ from .config import Paths, default_paths, load_params
 from .datasets import DATASETS
 from .errors import ConfigError, SlimbenchError
 from .methods import METHODS
-from .training import Recipe
+from .training import RECIPE_CHOICES, Recipe
 
 TIER_DEFAULTS = {"threads": 2, "batch_size": 64, "latency_rounds": 30, "latency_warmup": 5}
 CASE_KEYS = {"method", "datasets", "model", "model_kwargs", "budgets", "budget", "settings", "recipe",
-             "seeds", "tag", "study", "teacher", "from_case"}
-# Case fields that label a case without changing the model it produces (left out of the cache key).
-LABELS = ("tier", "study", "group_id", "tag")
+             "seeds", "tag", "study", "teacher", "from_case", "runtimes"}
+# Deployment runtimes a case is timed under (runtimes.py holds them; names here so that config
+# checks import no runtime code). Default: eager only, today's cost.
+RUNTIME_NAMES = ("eager", "inductor", "onnxruntime", "openvino")
+DEFAULT_RUNTIMES = ("eager",)
+# Case fields that label a case without changing the model it produces (left out of the cache key);
+# ``runtimes`` only says how the model is timed.
+LABELS = ("tier", "study", "group_id", "tag", "runtimes")
 # Fields resolved from others (the upstream case: its model's cache key is part of this case's key).
 RESOLVED = ("upstream",)
 # Fields added after models were cached: left out of the key while unset, so those keys still hold.
@@ -36,6 +41,7 @@ class Tier:
     latency_rounds: int
     latency_warmup: int
     datasets: dict[str, dict[str, Any]]
+    runtimes: tuple[str, ...] = DEFAULT_RUNTIMES  # every case's, unless the case lists its own
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class Case:
     tag: str | None = None  # the entry's `tag` (already part of case_id)
     from_case: str | None = None  # id of the case (same tier) whose compressed model this one starts from
     group_id: str = ""  # case_id without the -seedN suffix: the rows one summary row averages
+    runtimes: tuple[str, ...] | None = None  # the case's own `runtimes:` (None: the tier's)
     upstream: Case | None = field(default=None, repr=False)  # the from_case case, resolved
 
     @property
@@ -104,7 +111,12 @@ def load_tier(name: str, paths: Paths | None = None) -> Tier:
     datasets = cfg.get("datasets") or {}
     for ds in datasets:
         DATASETS.get(ds)
-    return Tier(name, datasets=datasets, **settings)
+    return Tier(name, datasets=datasets, runtimes=tuple(cfg.get("runtimes") or DEFAULT_RUNTIMES), **settings)
+
+
+def case_runtimes(case: Case, tier: Tier) -> tuple[str, ...]:
+    """The runtimes a case is timed under: its own `runtimes:`, else its tier's."""
+    return case.runtimes or tier.runtimes
 
 
 def expand_cases(tier_name: str, paths: Paths | None = None) -> list[Case]:
@@ -159,6 +171,8 @@ def _expand_entry(tier: Tier, entry: dict, where: str) -> list[Case]:
     if unknown:
         raise ConfigError(f"{where} has unknown keys {sorted(unknown)}; valid: {sorted(CASE_KEYS)}")
     METHODS.get(entry["method"])
+    if "runtimes" in entry and (problems := runtime_problems(f"{where}.runtimes", entry["runtimes"])):
+        raise ConfigError(problems[0])
     budgets = entry.get("budgets") or [entry.get("budget")]
     cases = []
     for dataset in entry.get("datasets") or list(tier.datasets):
@@ -179,7 +193,8 @@ def _expand_entry(tier: Tier, entry: dict, where: str) -> list[Case]:
                     settings=entry.get("settings", {}),
                     recipe={**ds_cfg.get("recipe", {}), **entry.get("recipe", {})},
                     subset=ds_cfg.get("subset"), seed=seed, study=entry.get("study"), group_id=group,
-                    tag=entry.get("tag"), from_case=entry.get("from_case")))
+                    tag=entry.get("tag"), from_case=entry.get("from_case"),
+                    runtimes=tuple(entry["runtimes"]) if entry.get("runtimes") else None))
     return cases
 
 
@@ -210,13 +225,12 @@ def in_shard(case_id: str, spec: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 # Validation: every problem of a tier as one line (where; what; fix), found before anything trains.
 
-TIER_KEYS = (*TIER_DEFAULTS, "datasets", "cases")
+TIER_KEYS = (*TIER_DEFAULTS, "runtimes", "datasets", "cases")
 TIER_MINIMUM = {"threads": 1, "batch_size": 1, "latency_rounds": 1, "latency_warmup": 0}
 DATASET_KEYS = ("teacher", "subset", "recipe")
 SUBSET_KEYS = ("train", "val", "test")
 BUDGET_EXAMPLE = "budget: {params: 100000}, {sparsity: 0.9}, {bytes: 300000}, {bits: 8} or {macs_speedup: 2}"
-# Values training.py accepts (make_optimizer, augment_batch); a typo would fail mid-training.
-RECIPE_CHOICES = {"optimizer": ("sgd", "adamw"), "augment": ("none", "crop", "crop_flip")}
+# Values training.py accepts (training.RECIPE_CHOICES): a typo would fail mid-training.
 
 
 def _is_int(value: Any) -> bool:
@@ -274,6 +288,18 @@ def recipe_problems(where: str, recipe: Any) -> list[str]:
     return problems
 
 
+def runtime_problems(where: str, runtimes: Any) -> list[str]:
+    """`runtimes:` is a non-empty list of distinct known runtime names."""
+    example = f"fix: e.g. runtimes: [{', '.join(RUNTIME_NAMES)}]"
+    if not (isinstance(runtimes, list) and runtimes and all(isinstance(r, str) for r in runtimes)):
+        return [f"{where}: must be a non-empty list of runtime names, got {runtimes!r}; {example}"]
+    problems = [f"{where}: unknown runtime {r!r}; {_fix_for(r, RUNTIME_NAMES)}" for r in runtimes
+                if r not in RUNTIME_NAMES]
+    if len(set(runtimes)) != len(runtimes):
+        problems.append(f"{where}: {runtimes!r} names a runtime twice; fix: list each once")
+    return problems
+
+
 def _teacher_problems(where: str, teacher: Any, datasets: list[str], teachers: dict) -> list[str]:
     """The teacher is declared in params.yaml `teachers` for each of ``datasets``."""
     if not isinstance(teacher, str):
@@ -302,6 +328,8 @@ def _tier_settings_problems(name: str, cfg: Any, params: dict) -> list[str]:
     if cfg is None:
         return problems
     problems += _unknown_keys(where, cfg, TIER_KEYS)
+    if "runtimes" in cfg:
+        problems += runtime_problems(f"{where}.runtimes", cfg["runtimes"])
     for key, low in TIER_MINIMUM.items():
         if key in cfg and not (_is_int(cfg[key]) and cfg[key] >= low):
             problems.append(f"{where}.{key}: {cfg[key]!r} is not an integer >= {low}; fix: e.g. {key}: "
@@ -406,6 +434,8 @@ def _entry_problems(where: str, entry: Any, tier_datasets: dict, teachers: dict)
                                   what="setting")
     if "recipe" in entry:
         problems += recipe_problems(f"{where}.recipe", entry["recipe"])
+    if "runtimes" in entry:
+        problems += runtime_problems(f"{where}.runtimes", entry["runtimes"])
     if "teacher" in entry:
         problems += _teacher_problems(f"{where}.teacher", entry["teacher"], datasets, teachers)
     elif not entry.get("from_case"):  # every case is measured against its teacher (harness.case_reference)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import shutil
 import sys
@@ -129,36 +130,73 @@ def use_device(name: str | None) -> None:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     """Train/compress a tier's cases into the case cache without measuring (e.g. on a GPU machine;
-    a later `slimbench run` on the target machine reuses the models and measures them there)."""
+    a later `slimbench run` on the target machine reuses the models and measures them there),
+    ``--jobs`` of them at once."""
+    import time
+
     import torch
 
-    from . import harness
-    from .cases import expand_cases, load_tier, select, shard
-    from .methods import METHODS
+    from . import jobs
+    from .cases import load_tier
+    from .training import device
 
     use_device(args.device)
-    torch.set_num_threads(load_tier(args.tier).threads)  # the thread count is part of each model's cache key
-    cases = shard(select(expand_cases(args.tier), args.case), args.shard)
+    tier = load_tier(args.tier)
+    on = device().type
+    threads = jobs.threads_per_job(tier.threads, args.jobs, on)
+    torch.set_num_threads(threads)  # on the CPU the thread count is part of each model's cache key
+    cases = compress_selection(args)
     if not cases:
-        raise SlimbenchError(f"no case of tier {args.tier} matches {args.case!r} (shard {args.shard}); "
+        raise SlimbenchError(f"no case of tier {args.tier} matches {args.case} (shard {args.shard}); "
                              f"fix: see `slimbench list cases --tier {args.tier}`")
-    failed = []
-    for case in cases:
-        if not METHODS.get(case.method).cacheable:
-            print(f"{case.case_id}: skipped ({case.method} results are not cacheable; `slimbench run` makes them)")
-            continue
-        try:
-            outcome = harness.compress_case(case)
-        except SlimbenchError as exc:  # one broken case must not stop a batch: report it, go on
-            print(f"{case.case_id}: FAILED: {exc}", file=sys.stderr, flush=True)
-            failed.append(case.case_id)
-            continue
-        q = outcome.quality
-        print(f"{case.case_id}: top-1 {q['top1']:.2f}% (val {q['val_top1']:.2f}%), {q['train_seconds']} s on "
-              f"{q.get('trained_on')}{' [cached]' if outcome.cache_hit else ''}", flush=True)
+    if on == "cpu" and args.jobs * threads > jobs.usable_cores():
+        print(f"slimbench: note: {args.jobs} jobs x {threads} threads (the tier's, part of each model's key) "
+              f"> {jobs.usable_cores()} cores; they will share them", file=sys.stderr)
+    print(f"compressing {len(cases)} case(s) of tier {args.tier} on {on}: {args.jobs} job(s) x {threads} thread(s)",
+          flush=True)
+    start = time.perf_counter()
+    results = jobs.run(cases, args.jobs, args.device, threads, key_threads=tier.threads)
+    wall = time.perf_counter() - start
+    print(jobs.summary(results, wall), flush=True)
+    if args.summary_json:
+        jobs.write_summary(Path(args.summary_json), results, wall, tier=args.tier, jobs=args.jobs, threads=threads)
+    failed = [r.case_id for r in results if r.status == "failed"]
     if failed:
         print(f"slimbench: {len(failed)} case(s) failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def compress_selection(args: argparse.Namespace) -> list:
+    """The cases `compress` makes: those matching any --case pattern (all without one), in tier order."""
+    from .cases import expand_cases, select, shard
+
+    every = expand_cases(args.tier)
+    chosen = {c.case_id for pattern in args.case or [None] for c in select(every, pattern)}
+    return shard([c for c in every if c.case_id in chosen], args.shard)
+
+
+def cmd_throughput(args: argparse.Namespace) -> None:
+    """Training images/s, the trainer against the loop it replaced; recorded in results/throughput.json."""
+    import torch
+
+    from . import throughput
+    from .datasets import load_splits
+    from .teachers import load_teacher
+    from .training import device
+
+    if args.merge:  # a measurement made elsewhere (e.g. on a GPU machine), added to --out
+        for key, entry in json.loads(Path(args.merge).read_text())["devices"].items():
+            throughput.record(Path(args.out), entry)
+            print(f"added {key} from {args.merge} to {args.out}")
+        return
+    use_device(args.device)
+    torch.set_num_threads(args.threads)
+    dev = device()
+    data, teacher = load_splits(args.dataset), load_teacher(args.teacher)[0]
+    setups = tuple(s for s in throughput.SETUPS if not args.student or s.student in args.student)
+    entry = throughput.run(data, teacher, dev, args.batch_size, args.rounds, args.steps, args.warmup, setups)
+    throughput.record(Path(args.out), entry)
+    print(f"recorded in {args.out} and {Path(args.out).with_suffix('.md')}")
 
 
 def publish(tier: str, rows: list[dict], source: str) -> None:
@@ -385,12 +423,11 @@ def checked_budgets(args: argparse.Namespace) -> int | None:
     """`compress`: one line per selected case whose budget is out of reach (known before training);
     with --strict-budgets these are errors (exit 2), otherwise warnings. (`run` has the benchmark
     session do the same check at collection, for `pytest benchmarks` too.)"""
-    from .cases import expand_cases, select, shard
     from .feasibility import infeasible_cases
 
     if args.command != "compress":
         return None
-    lines = infeasible_cases(shard(select(expand_cases(args.tier), args.case), args.shard)).values()
+    lines = infeasible_cases(compress_selection(args)).values()
     for line in lines:
         if args.strict_budgets:
             print(f"slimbench: error: {line}; fix: change the budget or the model, or run without --strict-budgets",
@@ -450,12 +487,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_baseline)
     p = sub.add_parser("compress", help="train/compress a tier's cases into the cache, no measuring")
     p.add_argument("--tier", required=True)
-    p.add_argument("--case", default=None, help="shell-style pattern over case ids")
+    p.add_argument("--case", action="append", default=None, help="shell-style pattern over case ids (repeatable)")
     p.add_argument("--shard", default=None, help="i/n: only the i-th of n stable shards of the cases")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: $SLIMBENCH_DEVICE or cpu)")
+    p.add_argument("--jobs", type=int, default=1, help="cases compressed at once, in worker processes (default 1)")
+    p.add_argument("--summary-json", default=None, help="also write each case's outcome, the wall time and the "
+                   "machine here")
     p.add_argument("--strict-budgets", action="store_true",
                    help="refuse (exit 2, before training) cases whose budget is known to be out of reach")
     p.set_defaults(func=cmd_compress)
+    p = sub.add_parser("throughput", help="training images/s of the trainer against the loop it replaced "
+                       "(results/throughput.json)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: $SLIMBENCH_DEVICE or cpu)")
+    p.add_argument("--threads", type=int, default=2, help="host threads (default 2, the tiers')")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per setup")
+    p.add_argument("--steps", type=int, default=3, help="optimisation steps per variant and round")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+    p.add_argument("--student", nargs="*", default=None, help="only these students (default: ResNet-8 and -20)")
+    p.add_argument("--dataset", default="cifar10_jpeg")
+    p.add_argument("--teacher", default="cifar10_jpeg_resnet56")
+    p.add_argument("--out", default="results/throughput.json")
+    p.add_argument("--merge", default=None, help="measure nothing: add the devices of this throughput JSON to --out")
+    p.set_defaults(func=cmd_throughput)
     p = sub.add_parser("report", help="rebuild a tier's leaderboard from a benchmark JSON")
     p.add_argument("--tier", required=True)
     p.add_argument("--from", dest="source", default=None, help="default: results/<tier>/benchmark.json")

@@ -69,3 +69,10 @@ def fingerprint(root: Path) -> dict[str, Any]:
             "cpu_flags_md5": cpu_flags_md5(), "cpu_cores": os.cpu_count(), "cpu_caches": cpu_caches(),
             "machine": platform.machine(), "threads": torch.get_num_threads(),
             "quantized_engine": torch.backends.quantized.engine, "commit": commit, "dirty": dirty}
+
+
+def board_roofline(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{"roofline": peaks}`` for a board's environment: the GEMM peaks its rows were measured
+    against (the first row's that has them; rows from one run share them), or {} for older rows."""
+    peaks = next((r["environment"]["roofline"] for r in rows if (r.get("environment") or {}).get("roofline")), None)
+    return {"roofline": peaks} if peaks else {}

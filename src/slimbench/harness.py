@@ -20,14 +20,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import case_cache, metrics, stats
-from .cases import Case, Tier
+from . import case_cache, metrics, roofline, stats
+from .cases import Case, Tier, case_runtimes
 from .config import Paths, default_paths
 from .datasets import DataSplits, load_splits
 from .determinism import deterministic
 from .environment import fingerprint
 from .errors import ConfigError
 from .methods import METHODS, Context
+from .methods.quant_deploy import Artefact
 from .models import build_model_for
 from .rows import encode_predictions
 from .teachers import load_teacher
@@ -170,23 +171,26 @@ def case_builder(case: Case, data: DataSplits, reference_meta: dict[str, Any]):
     return lambda **overrides: build_model_for(arch, data, {**kwargs, **overrides})
 
 
-def compress_case(case: Case, paths: Paths | None = None, cached_only: bool = False) -> Outcome | None:
+def compress_case(case: Case, paths: Paths | None = None, cached_only: bool = False,
+                  key_threads: int | None = None) -> Outcome | None:
     """Apply the case's method to its input model, or load the cached result.
 
     The input model is the teacher (``model: reference``), a fresh student, or, for a
     ``from_case`` case, the upstream case's compressed model, which then also serves as the
     reference the row compares against. With ``cached_only``, a cacheable case that is not
-    cached (or whose upstream is not) returns None instead of training.
+    cached (or whose upstream is not) returns None instead of training. ``key_threads`` is the
+    thread count the key names when it is not this process's: a model trained on an accelerator
+    does not depend on the host's threads, and is keyed with the tier's so a CPU run finds it.
     """
     paths = paths or default_paths()
     budget = case.budget
     method = METHODS.get(case.method)
-    upstream = _upstream_outcome(case, paths, cached_only)
+    upstream = _upstream_outcome(case, paths, cached_only, key_threads)
     if case.from_case and upstream is None:
         return None
     data = upstream.data if upstream else load_splits(case.dataset, {"subset": case.subset}, paths)
     reference, reference_meta = case_reference(case, paths)
-    key = cache_key(case, data.data_md5, reference_meta["md5"], upstream.key if upstream else None)
+    key = cache_key(case, data.data_md5, reference_meta["md5"], upstream.key if upstream else None, key_threads)
     if upstream:
         reference = upstream.model
     key_dir = paths.cache / case.tier / case.case_id / key
@@ -240,14 +244,14 @@ def case_reference(case: Case, paths: Paths) -> tuple[nn.Module, dict[str, Any]]
     return reference, meta
 
 
-def _upstream_outcome(case: Case, paths: Paths, cached_only: bool) -> Outcome | None:
+def _upstream_outcome(case: Case, paths: Paths, cached_only: bool, key_threads: int | None) -> Outcome | None:
     """The compressed model of the case's ``from_case`` (made now if needed), or None."""
     if not case.from_case:
         return None
     if case.upstream is None:
         raise ConfigError(f"case {case.case_id}: its from_case {case.from_case!r} is not resolved; "
                           "fix: take the case from cases.expand_cases, which resolves it")
-    return compress_case(case.upstream, paths, cached_only)
+    return compress_case(case.upstream, paths, cached_only, key_threads)
 
 
 def example_input(data: DataSplits, batch: int) -> torch.Tensor:
@@ -268,10 +272,11 @@ def inference_fn(model: nn.Module):
 
 def row_environment() -> dict[str, Any]:
     """What a row's numbers depend on besides the case: torch, CPU (model, flags, cores, caches),
-    threads, commit, dirty tree."""
+    threads, commit, dirty tree, and the machine's GEMM peaks (``roofline``, measured once per
+    process at the tier's threads)."""
     env = fingerprint(default_paths().root)
-    return {k: env[k] for k in ("torch", "cpu", "cpu_flags_md5", "cpu_cores", "cpu_caches", "threads",
-                                "quantized_engine", "commit", "dirty")}
+    return {**{k: env[k] for k in ("torch", "cpu", "cpu_flags_md5", "cpu_cores", "cpu_caches", "threads",
+                                   "quantized_engine", "commit", "dirty")}, "roofline": roofline.machine_peaks()}
 
 
 def latency_fields(timing: metrics.PairedTiming, suffix: str) -> dict[str, Any]:
@@ -340,9 +345,105 @@ def measure(case: Case, outcome: Outcome, tier: Tier, benchmark_ms: float | None
         "reference_size_bytes_zipped": metrics.zipped_size_bytes(reference),
         **provenance(case, outcome, env),
     }
+    row.update(artefact_counts(model, one))
     row.update({name: ROW_METRICS[name](reference, model) for name in method.row_metrics})
+    row.update(roofline_fields(row, env["roofline"]))
+    row.update(runtime_fields(model, reference, data, tier, case_runtimes(case, tier), outcome.predictions))
+    row.update(roofline_fields(row, env["roofline"], [r for r in case_runtimes(case, tier) if r != "eager"]))
     row["budget_met"] = budget.is_met({**row, "speedup": row["speedup"]})
     return row
+
+
+def artefact_counts(model: nn.Module, one: torch.Tensor) -> dict[str, Any]:
+    """Counts the module walk (metrics.py) cannot see: a runtime file's recorded params, MACs
+    and bits (``Artefact``); for a graph without conv/linear modules (a PT2E export), MACs from torch's flop
+    counter and the width of its int8 constants."""
+    if isinstance(model, Artefact):
+        params, macs, bits = (int(v) for v in model.info)
+        return {"params": params, "nonzero_params": params, "macs": macs, "weight_bits": bits}
+    if not isinstance(model, torch.fx.GraphModule) or metrics.count_macs(model, one):
+        return {}
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(one)
+    tensors = [t for n in model.graph.nodes if n.op == "get_attr"
+               and isinstance(t := _attribute(model, n.target), torch.Tensor)]
+    params = sum(t.numel() for t in tensors if t.dim() > 0)
+    bits = 8 if any(t.dtype == torch.int8 and t.dim() >= 2 for t in tensors) else metrics.weight_bits(model)
+    return {"macs": counter.get_total_flops() // 2, "weight_bits": bits,
+            **({"params": params} if params > metrics.count_stored_params(model) else {})}
+
+
+def _attribute(module: nn.Module, target: str) -> Any:
+    for part in target.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def runtime_fields(model: nn.Module, reference: nn.Module, data: DataSplits, tier: Tier, names: tuple[str, ...],
+                   predictions: torch.Tensor | None) -> dict[str, Any]:
+    """Latency, speed-up (against the reference under the same runtime, paired turns as for eager)
+    and, where numerics change, test top-1 under each non-eager runtime; ``compile_seconds`` per
+    runtime; a runtime that fails gets null values and a line in ``runtime_errors``."""
+    from . import runtimes
+
+    others = [n for n in names if n != "eager"]
+    if not others:
+        return {}
+    one, many = example_input(data, 1), example_input(data, tier.batch_size)
+    timing = dict(rounds=tier.latency_rounds, warmup=tier.latency_warmup)
+    fields: dict[str, Any] = {"runtimes": list(names), "compile_seconds": {}, "runtime_errors": []}
+    for name in others:
+        try:
+            case_fn, seconds = runtimes.prepare_timed(name, model, [one, many])
+            ref_fn, _ = runtimes.prepare_timed(name, reference, [one, many], reuse_key=metrics.model_md5(reference))
+            single = metrics.paired_latency(runtimes.Timed(ref_fn), runtimes.Timed(case_fn), one, **timing)
+            batch = metrics.paired_latency(runtimes.Timed(ref_fn), runtimes.Timed(case_fn), many, **timing)
+            fields.update({**latency_fields(single, f"_{name}"), **latency_fields(batch, f"_batch_{name}")})
+            fields["compile_seconds"][name] = seconds
+            if not runtimes.RUNTIMES[name].exact:
+                fields.update(numerics_fields(name, case_fn, model, data, tier.batch_size, predictions))
+        except Exception as error:  # noqa: BLE001  (one runtime's failure is a row note, never the tier's)
+            fields["runtime_errors"].append(runtimes.error_line(name, error))
+            fields.update({f"{key}_{name}": None for key in ("latency_ms", "latency_ms_batch", "speedup",
+                                                             "speedup_batch", "top1")})
+    fields["runtime_errors"] = fields["runtime_errors"] or None
+    return fields
+
+
+@torch.inference_mode()
+def numerics_fields(name: str, forward, model: nn.Module, data: DataSplits, batch: int,
+                    predictions: torch.Tensor | None) -> dict[str, Any]:
+    """``top1_<runtime>`` from a full test-set pass under the runtime (batches of the tier's size,
+    the last one padded: compiled graphs keep their shapes), argmax agreement with eager, and the
+    largest absolute difference of the outputs on the first batch."""
+    images, labels = data.test.images, data.test.labels
+    chunks = []
+    for start in range(0, len(images), batch):
+        x = normalize(images[start:start + batch], data.mean, data.std)
+        padded = torch.cat([x, x.new_zeros(batch - len(x), *x.shape[1:])]) if len(x) < batch else x
+        chunks.append(forward(padded.contiguous())[:len(x)].float())
+    mine = torch.cat(chunks).argmax(1)
+    first = normalize(images[:batch], data.mean, data.std).contiguous()
+    diff = (forward(first).float() - model(first).float()).abs().max().item()
+    fields = {f"top1_{name}": round(100.0 * (mine == labels).float().mean().item(), 2),
+              f"max_abs_diff_{name}": float(f"{diff:.4g}")}
+    if predictions is not None:
+        fields[f"agreement_{name}"] = round((mine == predictions).float().mean().item(), 5)
+    return fields
+
+
+def roofline_fields(row: dict[str, Any], peaks: dict[str, Any], runtimes: list[str] | None = None) -> dict[str, Any]:
+    """``gflops``/``peak_fraction`` (batch 1) and ``_batch`` from a row's latencies, eager (no
+    ``runtimes``) or for each runtime (``gflops_<runtime>``, ``gflops_batch_<runtime>``)."""
+    fields = {}
+    for suffix in [""] if runtimes is None else [f"_{r}" for r in runtimes]:
+        for part, batch in (("", 1), ("_batch", row["batch_size"])):
+            latency = row.get(f"latency_ms{part}{suffix}")
+            fields.update(roofline.row_fields(row["macs"], latency, batch, row["weight_bits"], peaks, f"{part}{suffix}"))
+    return fields
 
 
 def _samples(timing: metrics.PairedTiming) -> dict[str, list[float]]:

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from .environment import fingerprint
+from .environment import board_roofline, fingerprint
 from .errors import ConfigError
 from .fileio import (atomic_write, clean_stale_temporaries, disk_full_is_one_line, folder_bytes, locked,
                      restore_interrupted_swap, swap_in, temporary_prefix, write_json, write_text)
-from .plots import calibration_curves, pareto_plots, rate_curves
+from .plots import calibration_curves, pareto_plots, rate_curves, runtime_plots
 from .render import dvc_metrics, render_csv, render_markdown
 from .rows import SCHEMA_VERSION, decode_predictions, legacy_summary, rows_from_benchmark_json, top1_interval
 
@@ -121,11 +121,13 @@ def _write_board(folder: Path, tier: str, rows: list[dict[str, Any]], root: Path
     threads = sorted({r["threads"] for r in rows if "threads" in r})
     if threads:  # the rows were timed with the tier's threads, not this process's
         env["threads"] = threads[0] if len(threads) == 1 else threads
+    env.update(board_roofline(rows))  # the GEMM peaks the rows' peak_fraction is measured against
     board = {"tier": tier, "schema_version": SCHEMA_VERSION, "commit": env["commit"],
              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "environment": env, "rows": rows, "summary": summarize(rows), "legacy": legacy_summary(rows)}
     out = folder / "plots"
-    plots = pareto_plots(rows, out) + rate_curves(rows, out) + calibration_curves(rows, out)
+    plots = (pareto_plots(rows, out) + rate_curves(rows, out) + calibration_curves(rows, out)
+             + runtime_plots(rows, out))
     board["plots"] = [str(path.relative_to(folder)) for path in plots]
     write_json(folder / "leaderboard.json", board)
     write_json(folder / "metrics.json", dvc_metrics(rows))

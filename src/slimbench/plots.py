@@ -1,4 +1,5 @@
-"""Leaderboard plots (matplotlib, PNG): pruning rate curves and PTQ calibration curves, per dataset."""
+"""Leaderboard plots (matplotlib, PNG): pruning rate curves, PTQ calibration curves and runtime
+speed-ups, per dataset."""
 
 from __future__ import annotations
 
@@ -138,6 +139,35 @@ def pareto_plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             axes[0].legend(fontsize=7)
         fig.suptitle(f"{dataset}: accuracy against cost (every case of the tier)")
         path = out_dir / f"pareto_{dataset}.png"
+        _save(fig, path)
+        written.append(path)
+    return written
+
+
+def runtime_plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Per dataset, the rows timed under runtimes: speed-up over the reference under the same
+    runtime (bars, one colour per runtime) at batch 1 and at the tier's batch size."""
+    written = []
+    timed = [r for r in rows if r.get("runtimes")]
+    for dataset in sorted({r["dataset"] for r in timed}):
+        mine = sorted((r for r in timed if r["dataset"] == dataset), key=lambda r: (str(r.get("model")), r["case_id"]))
+        names = list(dict.fromkeys(n for r in mine for n in r["runtimes"]))
+        fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(mine) + 4), 4.5), sharey=False)
+        width = 0.8 / len(names)
+        for ax, (part, title) in zip(axes, (("", "batch 1"), ("_batch", f"batch {mine[0].get('batch_size', '')}"))):
+            for i, name in enumerate(names):
+                key = f"speedup{part}" + ("" if name == "eager" else f"_{name}")
+                values = [r.get(key) or 0.0 for r in mine]
+                ax.bar([j + i * width for j in range(len(mine))], values, width, label=name)
+            ax.axhline(1.0, color="grey", linewidth=1)
+            ax.set_xticks([j + 0.4 - width / 2 for j in range(len(mine))])
+            ax.set_xticklabels([r["case_id"].replace(f"-{dataset}", "") for r in mine], rotation=60, ha="right",
+                               fontsize=7)
+            ax.set(ylabel="speed-up over the reference, same runtime (x)", title=title)
+            ax.grid(alpha=0.3, axis="y")
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"{dataset}: which runtime turns which compression into speed")
+        path = out_dir / f"runtimes_{dataset}.png"
         _save(fig, path)
         written.append(path)
     return written

@@ -96,6 +96,8 @@ def render_markdown(board: dict[str, Any]) -> str:
     if board.get("summary"):
         lines += ["# Studies", "", "Mean top-1 over the listed seeds, ± the sample standard deviation; cost columns "
                   "are the seeds' maximum (size) or median (latency).", "", render_studies(board["summary"])]
+    if any(r.get("runtimes") for r in board["rows"]):
+        lines += ["# Runtimes", "", RUNTIME_NOTE, "", render_runtimes(board["rows"], board["environment"]), ""]
     pruned = [r for r in board["rows"] if r.get("per_layer")]
     if pruned:
         lines += ["# Per-layer parameters of the pruned models", "",
@@ -115,6 +117,48 @@ STUDY_COLUMNS = (("group_id", "case group"), ("model", "student / model"), ("tea
                  ("latency_ms", "latency b1 (ms)"), ("latency_ms_batch", "latency batch (ms)"),
                  ("speedup", "speed-up b1 (x)"), ("speedup_batch", "speed-up batch (x)"),
                  ("budget_met", "budget met"), ("train_seconds", "train (s)"))
+
+
+RUNTIME_NOTE = ("Each case under each deployment runtime (docs/runtimes.md), timed in turns alternated with its "
+                "reference under the same runtime; top-1 from a full test-set pass through the runtime (eager: the "
+                "row's top-1); GFLOP/s = 2 x MACs x batch / latency, and its share of the machine's GEMM peak "
+                "(int8 peak for 8-bit models).")
+RUNTIME_COLUMNS = (("case_id", "case"), ("model", "model"), ("runtime", "runtime"), ("top1", "top-1 (%)"),
+                   ("latency_text", "latency b1 (ms) ± IQR"), ("speedup_text", "speed-up b1 (x) [95% CI]"),
+                   ("latency_batch_text", "latency batch (ms) ± IQR"),
+                   ("speedup_batch_text", "speed-up batch (x) [95% CI]"), ("gflops_batch", "GFLOP/s batch"),
+                   ("peak_text", "peak batch (%)"), ("compile_seconds", "compile (s)"), ("error", "error"))
+
+
+def runtime_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """One line per runtime of a row: its own keys (``latency_ms_<runtime>``...) under the eager names."""
+    lines = []
+    for name in row.get("runtimes") or ["eager"]:
+        tail = "" if name == "eager" else f"_{name}"
+        keys = {"latency_ms": f"latency_ms{tail}", "latency_ms_iqr": f"latency_ms{tail}_iqr",
+                "latency_ms_batch": f"latency_ms_batch{tail}", "latency_ms_batch_iqr": f"latency_ms_batch{tail}_iqr",
+                "speedup": f"speedup{tail}", "speedup_ci95": f"speedup{tail}_ci95",
+                "speedup_batch": f"speedup_batch{tail}", "speedup_batch_ci95": f"speedup_batch{tail}_ci95",
+                "gflops_batch": f"gflops_batch{tail}", "peak_fraction_batch": f"peak_fraction_batch{tail}",
+                "top1": "top1" if name == "eager" else f"top1{tail}"}
+        line = with_uncertainty({own: row.get(key) for own, key in keys.items()})
+        fraction = line["peak_fraction_batch"]
+        error = next((e.split(": ", 1)[1] for e in row.get("runtime_errors") or [] if e.startswith(f"{name}:")), "")
+        line = {k: "-" if v is None else v for k, v in line.items()}  # a failed runtime's nulls
+        lines.append({**line, "case_id": row["case_id"], "model": row.get("model"), "runtime": name,
+                      "peak_text": "-" if fraction is None else f"{100 * fraction:.1f}",
+                      "compile_seconds": (row.get("compile_seconds") or {}).get(name, "-"), "error": error or "-"})
+    return lines
+
+
+def render_runtimes(rows: list[dict[str, Any]], environment: dict[str, Any] | None = None) -> str:
+    """The runtime table: a line per (case, runtime) of the rows timed under runtimes, and the
+    machine's GEMM peaks they are read against."""
+    timed = sorted((r for r in rows if r.get("runtimes")), key=lambda r: (r["dataset"], str(r.get("model")), r["case_id"]))
+    peaks = (environment or {}).get("roofline") or next((r.get("environment", {}).get("roofline") for r in timed), None)
+    head = (f"GEMM peak on this machine: {_fmt(peaks['gemm_gflops_fp32'])} GFLOP/s fp32, "
+            f"{_fmt(peaks.get('gemm_gops_int8') or '-')} GOP/s int8 ({peaks.get('threads')} threads).\n\n") if peaks else ""
+    return head + _table([line for r in timed for line in runtime_rows(r)], RUNTIME_COLUMNS)
 
 
 def render_studies(summary: list[dict[str, Any]], heading: str = "##") -> str:

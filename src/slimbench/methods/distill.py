@@ -19,7 +19,7 @@ from torch import nn
 
 from ..budgets import Budget
 from ..errors import ConfigError
-from ..training import device, fit, normalize, predict
+from ..training import DeviceClock, device, fit, normalize, predict
 from .base import Context, Method, register
 
 
@@ -110,12 +110,15 @@ class TeacherSignal:
 
     def __init__(self, teacher: nn.Module, ctx: Context, cache_logits: bool) -> None:
         self.teacher = teacher.eval()
-        self.seconds = 0.0
+        self.clock = DeviceClock()  # device time of the teacher's forwards, read once at the end
         self.cached = None
         if cache_logits and ctx.recipe.augment == "none":
-            start = time.perf_counter()
-            self.cached = predict(teacher, ctx.data.train, ctx.data).to(device())
-            self.seconds += time.perf_counter() - start
+            with self.clock.timed(device()):
+                self.cached = predict(teacher, ctx.data.train, ctx.data).to(device())
+
+    @property
+    def seconds(self) -> float:
+        return self.clock.seconds
 
     def logits(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         if self.cached is not None:
@@ -123,12 +126,8 @@ class TeacherSignal:
         return self.forward(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        start = time.perf_counter()
-        with torch.inference_mode():
+        with self.clock.timed(x.device), torch.inference_mode():
             out = self.teacher(x)
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        self.seconds += time.perf_counter() - start
         return out.clone()  # an inference tensor cannot enter autograd
 
 

@@ -5,6 +5,8 @@ CIFAR ResNets with option-A shortcuts add a zero-padded, subsampled copy of the 
 the block output; torch-pruning's graph cannot follow that padding, so the residual stream keeps
 its width and only the inner channel of each block (conv1's output, conv2's input) is pruned,
 as in Li et al. (2017), "Pruning Filters for Efficient ConvNets".
+
+Fine-tuning may distil the dense model into the pruned one (``distill_alpha``, ``distill_temperature``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..metrics import count_macs, count_stored_params
 from ..models.cifar_resnet import BasicBlock, CifarResNet
 from ..training import finetune, fit, normalize
 from .base import Context, Method, register
+from .prune import DistillSettings, dense_distillation
 from .sizing import bisect_fit
 
 
@@ -102,7 +105,7 @@ def resize_to_state(model: nn.Module, state: dict) -> nn.Module:
 
 
 @dataclasses.dataclass(frozen=True)
-class StructuredSettings:
+class StructuredSettings(DistillSettings):
     finetune_epochs: int = 0
     round_to: int | None = None  # keep channel counts multiples of this (torch-pruning's round_to)
 
@@ -173,8 +176,9 @@ class Structured(ChannelPruner):
         return tp.importance.MagnitudeImportance(p=1)
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
+        loss = dense_distillation(model, ctx)  # before pruning: the dense model
         model = self.prune_to_budget(model, budget, ctx)
-        finetune(model, ctx, int(ctx.setting("finetune_epochs")), self.name)
+        finetune(model, ctx, int(ctx.setting("finetune_epochs")), self.name, loss_fn=loss)
         return model
 
 
@@ -202,6 +206,7 @@ class BNSlimming(ChannelPruner):
         if epochs > 0:
             fit(model, ctx.data, dataclasses.replace(ctx.recipe, epochs=epochs), loss_fn=loss,
                 desc=f"{self.name}-l1", resume_path=ctx.resume_path(f"{self.name}-l1"))
+        distilled = dense_distillation(model, ctx)  # the slimmed model, before its channels go
         model = self.prune_to_budget(model, budget, ctx)
-        finetune(model, ctx, int(ctx.setting("finetune_epochs")), self.name)
+        finetune(model, ctx, int(ctx.setting("finetune_epochs")), self.name, loss_fn=distilled)
         return model

@@ -37,14 +37,16 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """6n+2 layers: three stages of n BasicBlocks at 16, 32, 64 channels (times ``width``)."""
+    """6n+2 layers: three stages of n BasicBlocks at 16, 32, 64 channels times ``width`` (the first
+    stage rounded to an even count, so option A pads the same number of channels on each side)."""
 
-    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, width: int = 1) -> None:
+    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, width: float = 1) -> None:
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6
-        widths = [16 * width, 32 * width, 64 * width]
+        base = 2 * max(1, round(8 * width))
+        widths = [base, 2 * base, 4 * base]
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         cin = widths[0]
