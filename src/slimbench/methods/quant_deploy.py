@@ -167,15 +167,25 @@ class DeploySettings:
     calibration_size: int | str = 1000  # training images, or "all" (as quant_ptq_int8)
 
 
-@register
-class PT2EInt8(Method):
-    """torchao PT2E static int8 (X86InductorQuantizer); fast under the ``inductor`` runtime."""
+class DeployInt8(Method):
+    """What the deployment int8 paths share: the budget kinds, settings and the export example."""
 
-    name = "quant_pt2e_int8"
     family = "quant"
     budget_kinds = ("bits", "bytes")
     settings_type = DeploySettings
     stored_bits = 8
+
+    @staticmethod
+    def example(ctx: Context) -> torch.Tensor:
+        """Two training images: the input shape an export traces (values do not matter)."""
+        return ctx.data.train.images[:2].float()
+
+
+@register
+class PT2EInt8(DeployInt8):
+    """torchao PT2E static int8 (X86InductorQuantizer); fast under the ``inductor`` runtime."""
+
+    name = "quant_pt2e_int8"
     cacheable = False
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
@@ -186,7 +196,7 @@ class PT2EInt8(Method):
         # Activations in 0..127 (reduce_range), as quant_ptq_int8's: without VNNI, the u8 x s8 kernels'
         # int16 sums saturate (full-range uint8 lost 1.6 points on ResNet-20 under inductor here).
         quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(reduce_range=True))
-        example = ctx.data.train.images[:2].float()
+        example = self.example(ctx)
         captured = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: BATCH},)).module()
         prepared = prepare_pt2e(captured, quantizer)
         calibrate(prepared, ctx, calibration_size(ctx))
@@ -219,19 +229,15 @@ def _constants_as_buffers(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 
 @register
-class OrtInt8(Method):
+class OrtInt8(DeployInt8):
     """ONNX Runtime static int8: QDQ, per-channel int8 weights, int8 activations (min-max)."""
 
     name = "quant_ort_int8"
-    family = "quant"
-    budget_kinds = ("bits", "bytes")
-    settings_type = DeploySettings
-    stored_bits = 8
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-        example = ctx.data.train.images[:2].float()
+        example = self.example(ctx)
         batches = calibration_batches(ctx, calibration_size(ctx))
 
         class Reader(CalibrationDataReader):
@@ -256,20 +262,16 @@ class OrtInt8(Method):
 
 
 @register
-class OpenVinoInt8(Method):
+class OpenVinoInt8(DeployInt8):
     """NNCF's post-training int8 for OpenVINO (performance preset: symmetric, per-channel weights)
     on the ONNX export; the model is its OpenVINO IR, run by OpenVINO."""
 
     name = "quant_ov_int8"
-    family = "quant"
-    budget_kinds = ("bits", "bytes")
-    settings_type = DeploySettings
-    stored_bits = 8
 
     def compress(self, model: nn.Module, budget: Budget, ctx: Context) -> nn.Module:
         import nncf
 
-        example = ctx.data.train.images[:2].float()
+        example = self.example(ctx)
         images = [x[i:i + 1].numpy() for x in calibration_batches(ctx, calibration_size(ctx)) for i in range(len(x))]
         quantized = nncf.quantize(onnx_to_ir(export_onnx(model, example)), nncf.Dataset(images),
                                   preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(images))
