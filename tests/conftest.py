@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,3 +83,16 @@ def write_project(root: Path, params: dict, teacher: nn.Module, wrong_md5: tuple
                 "in_channels": 1, "dataset": "digits", "md5": "0" * 32 if name in wrong_md5 else md5sum(ckpt)}
         (root / "teachers" / f"{name}.json").write_text(json.dumps(meta))
     return Paths(root)
+
+
+def run_compress(root: Path, *argv: str, tier: str = "mini") -> subprocess.CompletedProcess:
+    """`slimbench compress --tier TIER ARGV` in a subprocess, on the throwaway project at ``root``."""
+    env = {**os.environ, "SLIMBENCH_ROOT": str(root)}
+    return subprocess.run([sys.executable, "-m", "slimbench.cli", "compress", "--tier", tier, *argv], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=900)
+
+
+def cached_models(root: Path, tier: str = "mini") -> dict[str, tuple[str, str]]:
+    """case id -> (cache key, model_md5) of its cache entry."""
+    return {entry.parent.name: (entry.name, json.loads(entry.joinpath("entry.json").read_text())["model_md5"])
+            for entry in (root / ".slimbench-cache" / tier).glob("*/[0-9a-f]*")}

@@ -137,6 +137,17 @@ def test_missing_cases_fail_unless_allowed(files, capsys):
     assert cli.main(["compare", base, new, "--allow-missing"]) == 0
 
 
+def test_cases_without_a_model_in_the_cache_are_listed_not_judged(files, capsys):
+    base = files("old.json", board(row("a"), row("stale"), row("absent")))
+    # `stale` keeps an earlier run's row (a drop that would be a regression), `absent` has none
+    new = files("new.json", {**board(row("a"), row("stale", top1=10.0)), "uncached_cases": ["absent", "stale"]})
+    assert cli.main(["compare", base, new]) == 1
+    out = capsys.readouterr().out
+    assert "**no regression**, **2 model(s) not in the cache**" in out
+    assert "## Models not in the cache" in out and "absent, stale" in out and "## Missing cases" not in out
+    assert cli.main(["compare", base, new, "--allow-missing"]) == 0
+
+
 def test_a_shard_compares_with_its_own_part_of_the_baseline(files):
     ids = [f"case-{i}" for i in range(12)]
     base = files("old.json", board(*[row(i) for i in ids]))

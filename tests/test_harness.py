@@ -131,6 +131,17 @@ def test_readme_excerpt_is_replaced_between_markers(project, tmp_path):
         render.update_readme_excerpt(readme, board, ["digits"])
 
 
+def test_a_page_with_only_the_runtime_markers_gets_the_runtime_table(project, tmp_path):
+    timed = _row("a", top1=91.5, runtimes=["eager", "onnxruntime"], latency_ms_onnxruntime=0.25,
+                 top1_onnxruntime=91.4)
+    board = leaderboard.update(tmp_path / "r", "mini", [timed], ["a"], project.root)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- runtimes:mini:start -->\nSTALE\n<!-- runtimes:mini:end -->\n")
+    render.update_readme_excerpt(readme, board, ["digits"])
+    text = readme.read_text()
+    assert "STALE" not in text and "| onnxruntime " in text and "91.40" in text and "0.25" in text
+
+
 def test_code_md5_covers_the_method_module_its_imports_and_the_harness_side():
     from pathlib import Path
 

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import io
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import mini_params, write_project
+from conftest import cached_models, mini_params, run_compress, write_project
 
 from slimbench import jobs
 from slimbench.cases import expand_cases
@@ -24,31 +20,20 @@ CASES = [{"method": "scratch", **STUDENT, "seeds": [0, 1]},
 PARAMS = mini_params(CASES, broken={"dataset": "digits", "model": "fashion_cnn", "model_kwargs": {"image_size": 8}})
 
 
-def _compress(root: Path, *argv: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SLIMBENCH_ROOT": str(root)}
-    return subprocess.run([sys.executable, "-m", "slimbench.cli", "compress", "--tier", "mini", *argv], cwd=root,
-                          env=env, capture_output=True, text=True, timeout=900)
-
-
-def _models(root: Path) -> dict[str, tuple[str, str]]:
-    """case id -> (cache key, model_md5) of its cache entry."""
-    return {entry.parent.name: (entry.name, json.loads(entry.joinpath("entry.json").read_text())["model_md5"])
-            for entry in (root / ".slimbench-cache" / "mini").glob("*/[0-9a-f]*")}
-
 
 def test_jobs_make_the_models_one_at_a_time_makes_and_report_a_failed_case(tmp_path, digits_model):
     one, two = tmp_path / "one", tmp_path / "two"
     for root in (one, two):
         root.mkdir()
         write_project(root, PARAMS, digits_model, wrong_md5=("broken",))
-    sequential = _compress(one)
-    parallel = _compress(two, "--jobs", "2", "--case", "scratch-*", "--case", "prune_*", "--case", "kd_*")
+    sequential = run_compress(one)
+    parallel = run_compress(two, "--jobs", "2", "--case", "scratch-*", "--case", "prune_*", "--case", "kd_*")
     for done in (sequential, parallel):
         assert done.returncode == 1, done.stdout + done.stderr
         assert "1 case(s) failed: kd_logits-digits-params100k-broken" in done.stderr
         assert "5 case(s): 4 trained, 1 failed" in done.stdout
     assert "[scratch-digits-params100k-seed1] [scratch] epoch 1/1" in parallel.stdout  # progress lines per case
-    assert len(_models(two)) == 4 and _models(one) == _models(two)  # same keys, same weights
+    assert len(cached_models(two)) == 4 and cached_models(one) == cached_models(two)  # same keys, same weights
 
 
 def test_a_case_starts_one_wave_after_the_case_it_starts_from(tmp_path, digits_model):

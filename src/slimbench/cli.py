@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .errors import DiskFullError, SlimbenchError
-from .fileio import clean_stale_temporaries, temporary_prefix
+from .fileio import clean_stale_temporaries, temporary_prefix, write_json
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -42,6 +42,7 @@ class CaseOutcomes:
     def __init__(self) -> None:
         self.passed: set[str] = set()
         self.failed: set[str] = set()
+        self.uncached: set[str] = set()  # skipped by --cached-only: no model in the cache
 
     def pytest_runtest_logreport(self, report) -> None:
         case = report.nodeid.rpartition("[")[2].rstrip("]") if report.nodeid.endswith("]") else None
@@ -51,6 +52,8 @@ class CaseOutcomes:
             self.failed.add(case)
         elif report.when == "call" and report.passed:
             self.passed.add(case)
+        elif report.skipped and "not in the case cache" in str(report.longrepr):
+            self.uncached.add(case)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -59,6 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from .cases import expand_cases, select
     from .config import default_paths
+    from .rows import uncached_cases
 
     paths = default_paths()
     if not select(expand_cases(args.tier, paths), args.case):
@@ -80,6 +84,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if partial.is_file():
             drop_failed_rows(partial, outcomes.failed)
             os.replace(partial, json_path)
+        elif outcomes.uncached and status in (0, 1):  # no case measured: pytest-benchmark wrote nothing
+            write_json(json_path, {"benchmarks": [], "uncached_cases": sorted(outcomes.uncached)})
     finally:
         partial.unlink(missing_ok=True)
     if outcomes.failed:
@@ -93,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     publish_hint = f"publish them with `slimbench report --tier {args.tier} --from {json_path}`"
     if args.no_report:
         print(f"slimbench: rows in {json_path}; {publish_hint}")
-    elif passed:
+    elif passed or uncached_cases([json_path]):  # a --cached-only run lists the models it lacked
         try:
             report(args.tier, json_path, keep=passed)
         except DiskFullError as exc:  # the run's rows are safe in its benchmark JSON
@@ -131,39 +137,23 @@ def use_device(name: str | None) -> None:
 def cmd_compress(args: argparse.Namespace) -> int:
     """Train/compress a tier's cases into the case cache without measuring (e.g. on a GPU machine;
     a later `slimbench run` on the target machine reuses the models and measures them there),
-    ``--jobs`` of them at once."""
-    import time
-
-    import torch
-
-    from . import jobs
+    ``--jobs`` of them at once, in worker processes or as submitit jobs (executors.py). Where the
+    tier's cache is a DVC stage's output, it is then recorded for `dvc push` (model_store.py)."""
+    from . import executors, model_store
     from .cases import load_tier
-    from .training import device
+    from .config import project_root
 
     use_device(args.device)
-    tier = load_tier(args.tier)
-    on = device().type
-    threads = jobs.threads_per_job(tier.threads, args.jobs, on)
-    torch.set_num_threads(threads)  # on the CPU the thread count is part of each model's cache key
+    plan = executors.plan(args, load_tier(args.tier))
     cases = compress_selection(args)
     if not cases:
         raise SlimbenchError(f"no case of tier {args.tier} matches {args.case} (shard {args.shard}); "
                              f"fix: see `slimbench list cases --tier {args.tier}`")
-    if on == "cpu" and args.jobs * threads > jobs.usable_cores():
-        print(f"slimbench: note: {args.jobs} jobs x {threads} threads (the tier's, part of each model's key) "
-              f"> {jobs.usable_cores()} cores; they will share them", file=sys.stderr)
-    print(f"compressing {len(cases)} case(s) of tier {args.tier} on {on}: {args.jobs} job(s) x {threads} thread(s)",
-          flush=True)
-    start = time.perf_counter()
-    results = jobs.run(cases, args.jobs, args.device, threads, key_threads=tier.threads)
-    wall = time.perf_counter() - start
-    print(jobs.summary(results, wall), flush=True)
-    if args.summary_json:
-        jobs.write_summary(Path(args.summary_json), results, wall, tier=args.tier, jobs=args.jobs, threads=threads)
-    failed = [r.case_id for r in results if r.status == "failed"]
-    if failed:
-        print(f"slimbench: {len(failed)} case(s) failed: {', '.join(failed)}", file=sys.stderr)
-    return 1 if failed else 0
+    status = executors.compress(plan, cases, args.summary_json)
+    recorded = model_store.record(project_root(), args.tier)
+    if recorded:
+        print(recorded, flush=True)
+    return status
 
 
 def compress_selection(args: argparse.Namespace) -> list:
@@ -199,27 +189,28 @@ def cmd_throughput(args: argparse.Namespace) -> None:
     print(f"recorded in {args.out} and {Path(args.out).with_suffix('.md')}")
 
 
-def publish(tier: str, rows: list[dict], source: str) -> None:
-    """Merge ``rows`` into results/<tier>/ (leaderboard JSON, CSV, Markdown, plots)."""
+def publish(tier: str, rows: list[dict], source: str, uncached: list[str] = ()) -> None:
+    """Merge ``rows`` into results/<tier>/ (leaderboard JSON, CSV, Markdown, plots); ``uncached``:
+    the cases a ``--cached-only`` run found no model for."""
     from . import leaderboard
     from .cases import expand_cases
     from .config import default_paths
 
     paths = default_paths()
     board = leaderboard.update(paths.results(tier), tier, rows, [c.case_id for c in expand_cases(tier, paths)],
-                               paths.root)
+                               paths.root, uncached)
     print(f"{tier}: {len(rows)} case(s) from {source} -> {paths.results(tier)}/leaderboard.json "
           f"({len(board['rows'])} rows)")
 
 
 def report(tier: str, json_path: Path, keep: set[str] | None = None) -> None:
     """Publish the rows of a benchmark JSON (only the cases in ``keep`` when given)."""
-    from .rows import rows_from_benchmark_json
+    from .rows import rows_from_benchmark_json, uncached_cases
 
     rows = rows_from_benchmark_json(json_path)
     if keep is not None:
         rows = [r for r in rows if r["case_id"] in keep]
-    publish(tier, rows, str(json_path))
+    publish(tier, rows, str(json_path), uncached_cases([json_path]))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -232,8 +223,10 @@ def cmd_merge(args: argparse.Namespace) -> None:
     """Join shard results into the tier's leaderboard (refusing a case found in two shards)."""
     from . import leaderboard
 
+    from .rows import uncached_cases
+
     rows = leaderboard.merge_sources([Path(p) for p in args.sources])
-    publish(args.tier, rows, f"{len(args.sources)} shard file(s)")
+    publish(args.tier, rows, f"{len(args.sources)} shard file(s)", uncached_cases([Path(p) for p in args.sources]))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -256,7 +249,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.shard:  # a shard's board against its own part of the baseline
         old.rows = {k: v for k, v in old.rows.items() if in_shard(k, args.shard)}
     report = compare.compare(old.rows, new.rows, old.environment, new.environment, thresholds,
-                             old.predictions, new.predictions)
+                             old.predictions, new.predictions, new.uncached)
     text = compare.render(report, str(old_path), str(new_path), args.allow_missing)
     if args.out:
         write_text(Path(args.out), text)
@@ -331,12 +324,13 @@ def cmd_baseline(args: argparse.Namespace) -> None:
 def cmd_readme(args: argparse.Namespace) -> None:
     """Refresh the leaderboard excerpt (and study tables) of a tier in README.md and docs/*.md,
     wherever its markers are, from the committed board (no rerun)."""
-    from .render import excerpt_markers, update_readme_excerpt
+    from .render import block_markers, excerpt_markers, update_readme_excerpt
 
     paths, source, board = committed_board(args.tier)
     start, _ = excerpt_markers(args.tier)
+    starts = [first for first, _ in block_markers(args.tier).values()]
     pages = [p for p in [paths.root / "README.md", *sorted((paths.root / "docs").glob("*.md"))]
-             if p.is_file() and start in p.read_text()]
+             if p.is_file() and any(first in p.read_text() for first in starts)]
     if not pages:
         raise SlimbenchError(f"no {start} marker in README.md or docs/*.md; fix: add the tier's excerpt markers")
     for page in pages:
@@ -438,6 +432,19 @@ def checked_budgets(args: argparse.Namespace) -> int | None:
     return 2 if lines and args.strict_budgets else None
 
 
+def add_executor_options(p: argparse.ArgumentParser) -> None:
+    """`compress --executor local|slurm`: submitit job options (default: params.yaml `executor:`)."""
+    g = p.add_argument_group("submitit jobs (--executor local|slurm; default: params.yaml executor:)")
+    g.add_argument("--timeout-min", type=int, default=None, help="minutes per job before it is killed")
+    g.add_argument("--mem-gb", type=float, default=None, help="memory per job (slurm)")
+    g.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per job (slurm)")
+    g.add_argument("--gpus-per-node", type=int, default=None, help="GPUs per job (slurm; >= 1 with --device cuda)")
+    for name in ("partition", "qos", "account", "constraint"):
+        g.add_argument(f"--{name}", default=None, help=f"Slurm --{name}")
+    g.add_argument("--jobs-folder", default=None, help="job logs go to JOBS_FOLDER/<tier>/ "
+                   "(default .slimbench-jobs in the project root)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slimbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -490,7 +497,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--case", action="append", default=None, help="shell-style pattern over case ids (repeatable)")
     p.add_argument("--shard", default=None, help="i/n: only the i-th of n stable shards of the cases")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: $SLIMBENCH_DEVICE or cpu)")
-    p.add_argument("--jobs", type=int, default=1, help="cases compressed at once, in worker processes (default 1)")
+    p.add_argument("--jobs", type=int, default=1, help="cases compressed at once (default 1): worker processes "
+                   "(pool), subprocesses (local) or the Slurm job array's parallelism")
+    p.add_argument("--executor", choices=["pool", "local", "slurm"], default="pool",
+                   help="pool: worker processes of this one (default); local: submitit jobs on this machine; "
+                   "slurm: submitit jobs through sbatch")
+    add_executor_options(p)
     p.add_argument("--summary-json", default=None, help="also write each case's outcome, the wall time and the "
                    "machine here")
     p.add_argument("--strict-budgets", action="store_true",

@@ -47,6 +47,7 @@ class Board:
     rows: dict[str, dict[str, Any]]
     environment: dict[str, Any]
     predictions_dir: Path
+    uncached: list[str] = field(default_factory=list)  # no model in the cache at its last run
 
     def predictions(self, row: dict[str, Any]) -> np.ndarray | None:
         return load_predictions(self.predictions_dir, row)
@@ -65,7 +66,9 @@ def load_board(path: str | Path) -> Board:
     """A leaderboard JSON (or a pytest-benchmark JSON) with its environment and predictions."""
     path = Path(path)
     try:
-        rows, env = rows_and_environment(json.loads(path.read_text()))
+        blob = json.loads(path.read_text())
+        rows, env = rows_and_environment(blob)
+        uncached = [str(case) for case in blob.get("uncached_cases", [])]
         missing = sorted({k for r in rows for k in missing_keys(r, NEEDED)})
         if missing:
             raise ValueError(f"rows lack {missing}")
@@ -76,7 +79,7 @@ def load_board(path: str | Path) -> Board:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UnreadableInput(f"unreadable leaderboard {path} ({exc.__class__.__name__}: {exc}); fix: regenerate "
                               "it with `slimbench run` or restore it from git") from None
-    return Board(by_id, env, predictions_dir(path))
+    return Board(by_id, env, predictions_dir(path), uncached)
 
 
 @dataclass
@@ -84,6 +87,7 @@ class Report:
     deltas: list[dict[str, Any]] = field(default_factory=list)
     new_cases: list[str] = field(default_factory=list)
     missing_cases: list[str] = field(default_factory=list)
+    uncached_cases: list[str] = field(default_factory=list)  # no model in the new run's cache: not measured
     regressions: list[str] = field(default_factory=list)
     within_noise: list[str] = field(default_factory=list)  # beyond a threshold, not beyond the noise
     environment_diff: dict[str, tuple[Any, Any]] = field(default_factory=dict)
@@ -101,9 +105,13 @@ def _no_predictions(row: dict[str, Any]) -> None:
 
 def compare(old: dict[str, dict], new: dict[str, dict], old_env: dict, new_env: dict,
             thresholds: dict[str, Any] | None = None, old_predictions: PredictionsOf = _no_predictions,
-            new_predictions: PredictionsOf = _no_predictions) -> Report:
+            new_predictions: PredictionsOf = _no_predictions, uncached: list[str] = ()) -> Report:
+    """``uncached``: the cases the new board's run found no model for (their rows, if any, are
+    older): listed like missing cases, and not judged."""
     limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    report = Report(new_cases=sorted(set(new) - set(old)), missing_cases=sorted(set(old) - set(new)))
+    report = Report(new_cases=sorted(set(new) - set(old)), missing_cases=sorted(set(old) - set(new) - set(uncached)),
+                    uncached_cases=sorted(uncached))
+    new = {case_id: row for case_id, row in new.items() if case_id not in report.uncached_cases}
     keys = sorted((set(old_env) | set(new_env)) - {"created"})
     report.environment_diff = {k: (old_env.get(k), new_env.get(k)) for k in keys if old_env.get(k) != new_env.get(k)}
     report.timing_comparable = not any(k in report.environment_diff for k in TIMING_ENVIRONMENT)
@@ -201,6 +209,8 @@ def render(report: Report, old_name: str, new_name: str, allow_missing: bool = F
     verdict = (f"**{len(report.regressions)} regression(s)**" if report.regressions else "**no regression**")
     if report.missing_cases and not allow_missing:
         verdict += f", **{len(report.missing_cases)} case(s) missing**"
+    if report.uncached_cases and not allow_missing:
+        verdict += f", **{len(report.uncached_cases)} model(s) not in the cache**"
     lines = ["# slimbench regression report", "", f"`{old_name}` -> `{new_name}`: {verdict}.", ""]
     if report.regressions:
         lines += ["## Regressions", "", *[f"- {r}" for r in report.regressions], ""]
@@ -208,6 +218,12 @@ def render(report: Report, old_name: str, new_name: str, allow_missing: bool = F
         lines += ["## Missing cases", "", f"In the baseline, not in the new board ({len(report.missing_cases)}"
                   f"{'; allowed by --allow-missing' if allow_missing else '; a finding: exit 1 unless --allow-missing'}"
                   f"): {', '.join(report.missing_cases)}.", ""]
+    if report.uncached_cases:
+        lines += ["## Models not in the cache", "", f"The new run found no model for these cases and neither "
+                  f"retrained nor measured them ({len(report.uncached_cases)}; make them with `slimbench compress` "
+                  "and `dvc push`, or pull them with `dvc pull`"
+                  f"{'; allowed by --allow-missing' if allow_missing else '; a finding: exit 1 unless --allow-missing'}"
+                  f"): {', '.join(report.uncached_cases)}.", ""]
     if report.within_noise:
         lines += ["## Beyond the threshold, within the noise (not regressions)", "",
                   *[f"- {r}" for r in report.within_noise], ""]
@@ -235,5 +251,6 @@ def render(report: Report, old_name: str, new_name: str, allow_missing: bool = F
 
 
 def exit_status(report: Report, allow_missing: bool) -> int:
-    """1 on a regression or, unless allowed, a case missing from the new board; else 0."""
-    return 1 if report.regressions or (report.missing_cases and not allow_missing) else 0
+    """1 on a regression or, unless allowed, a case missing from the new board or its cache; else 0."""
+    missing = report.missing_cases or report.uncached_cases
+    return 1 if report.regressions or (missing and not allow_missing) else 0

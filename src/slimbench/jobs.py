@@ -1,4 +1,5 @@
 """Many cases at once: ``slimbench compress --jobs N`` runs a tier's cases in N worker processes.
+(``--executor local|slurm`` makes each case a submitit job instead: executors.py.)
 
 Each worker takes the next case from a queue and compresses it into the case cache exactly as a
 sequential run would (same key, same seed, same weights), printing its progress lines with the
@@ -35,6 +36,8 @@ class JobResult:
     seconds: float
     top1: float | None = None
     detail: str = ""
+    job_id: str | None = None  # the submitit job (``--executor local|slurm``, see executors.py)
+    job_state: str | None = None  # its final state
 
 
 def usable_cores() -> int:
@@ -166,19 +169,24 @@ def run(cases: list[Case], jobs: int, device: str | None, threads: int, key_thre
 
 
 def summary(results: list[JobResult], seconds: float) -> str:
-    """The end-of-batch table: every case's outcome, then the counts and the wall time."""
+    """The end-of-batch table: every case's outcome (and submitit job, if any), then the counts and
+    the wall time."""
     from tabulate import tabulate
 
+    submitted = any(r.job_id for r in results)
     rows = [(r.case_id, r.status, "" if r.top1 is None else f"{r.top1:.2f}", f"{r.seconds:.0f}",
+             *((r.job_id or "", r.job_state or "") if submitted else ()),
              r.detail if r.status in ("failed", "skipped") else "") for r in results]
     counts = {s: sum(r.status == s for r in results) for s in ("trained", "cached", "skipped", "failed")}
     tail = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    return (tabulate(rows, headers=["case", "status", "top-1 %", "s", "detail"], tablefmt="simple")
+    headers = ["case", "status", "top-1 %", "s", *(("job", "state") if submitted else ()), "detail"]
+    return (tabulate(rows, headers=headers, tablefmt="simple")
             + f"\n{len(results)} case(s): {tail}; {seconds:.0f} s wall")
 
 
 def write_summary(path, results: list[JobResult], wall: float, **facts) -> None:
-    """The batch as JSON: the machine (device, torch, commit), the wall time and every case's outcome."""
+    """The batch as JSON: the machine (device, torch, commit), the wall time and every case's outcome
+    (``trained_on`` in ``facts`` replaces this machine's device, e.g. for Slurm jobs)."""
     import torch
 
     from .config import project_root
@@ -187,6 +195,7 @@ def write_summary(path, results: list[JobResult], wall: float, **facts) -> None:
     from .training import trained_on
 
     env = fingerprint(project_root())
-    write_json(path, {"trained_on": trained_on(), "torch": torch.__version__, "cpu_cores": usable_cores(),
+    on = facts.pop("trained_on", None) or trained_on()
+    write_json(path, {"trained_on": on, "torch": torch.__version__, "cpu_cores": usable_cores(),
                       "commit": env["commit"], "dirty": env["dirty"], **facts, "wall_seconds": round(wall, 1),
                       "cases": [vars(r) for r in results]})

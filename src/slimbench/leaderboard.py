@@ -64,11 +64,13 @@ BOARD_FILES = ("leaderboard.json", "metrics.json", "leaderboard.csv", "LEADERBOA
 
 
 def update(results_dir: Path, tier: str, new_rows: list[dict[str, Any]], valid_ids: list[str],
-           root: Path) -> dict[str, Any]:
+           root: Path, uncached: list[str] = ()) -> dict[str, Any]:
     """Replace the rows of the cases just run, keep the other current cases, drop retired ones.
 
     Each new row's predictions move to ``predictions/<case_id>.npy``; a kept row made before
-    rows carried their provenance is marked ``"provenance": "legacy"``. One process at a time
+    rows carried their provenance is marked ``"provenance": "legacy"``. ``uncached``: the cases a
+    ``--cached-only`` run found no model for; the board lists them (``uncached_cases``) until a
+    run measures them (a row they have is an earlier run's). One process at a time
     per tier (a lock around read-merge-write); the board set (JSON, metrics, CSV, Markdown,
     plots, predictions) is written into a staging folder and swapped in at once, so a reader or
     a kill never sees a mix of two boards.
@@ -83,13 +85,15 @@ def update(results_dir: Path, tier: str, new_rows: list[dict[str, Any]], valid_i
         kept = [mark_legacy(r) for r in old["rows"] if r["case_id"] not in fresh and r["case_id"] in valid_ids]
         order = {cid: i for i, cid in enumerate(valid_ids)}
         rows = sorted(kept + [r for r in new_rows if r["case_id"] in order], key=lambda r: order[r["case_id"]])
+        still = (set(old.get("uncached_cases", [])) - fresh) | set(uncached)
+        uncached = sorted(still & set(order), key=order.get)
         # the clean-up runs before a full disk is reported, so the free space said is the real one
         with disk_full_is_one_line(results_dir, needed=folder_bytes(results_dir)):
             staged = Path(tempfile.mkdtemp(prefix=temporary_prefix(results_dir), suffix=".tmp",
                                            dir=results_dir.parent))
             try:
                 carry_over(results_dir, staged)
-                board = _write_board(staged, tier, rows, root)
+                board = _write_board(staged, tier, rows, root, uncached)
                 os.chmod(staged, 0o755)  # mkdtemp makes 0700 folders
                 swap_in(staged, results_dir)
             finally:
@@ -114,7 +118,8 @@ def carry_over(results_dir: Path, staged: Path) -> None:
             shutil.copy2(path, target)
 
 
-def _write_board(folder: Path, tier: str, rows: list[dict[str, Any]], root: Path) -> dict[str, Any]:
+def _write_board(folder: Path, tier: str, rows: list[dict[str, Any]], root: Path,
+                 uncached: list[str]) -> dict[str, Any]:
     """Every file of the board set, written into ``folder``."""
     store_predictions(folder / "predictions", rows)
     env = fingerprint(root)
@@ -124,7 +129,8 @@ def _write_board(folder: Path, tier: str, rows: list[dict[str, Any]], root: Path
     env.update(board_roofline(rows))  # the GEMM peaks the rows' peak_fraction is measured against
     board = {"tier": tier, "schema_version": SCHEMA_VERSION, "commit": env["commit"],
              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-             "environment": env, "rows": rows, "summary": summarize(rows), "legacy": legacy_summary(rows)}
+             "environment": env, "rows": rows, "summary": summarize(rows), "legacy": legacy_summary(rows),
+             "uncached_cases": uncached}
     out = folder / "plots"
     plots = (pareto_plots(rows, out) + rate_curves(rows, out) + calibration_curves(rows, out)
              + runtime_plots(rows, out))

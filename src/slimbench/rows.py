@@ -69,6 +69,18 @@ def rows_from_benchmark_json(path: Path) -> list[Row]:
     return rows
 
 
+def uncached_cases(paths: list[Path]) -> list[str]:
+    """The cases that the `--cached-only` runs behind these benchmark (or leaderboard) JSONs found
+    no model for: not trained, not measured."""
+    found: set[str] = set()
+    for path in paths:
+        try:
+            found.update(json.loads(Path(path).read_text()).get("uncached_cases", []))
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"unreadable result {path} ({exc}); fix: rerun `slimbench run`") from None
+    return sorted(found)
+
+
 def encode_predictions(predictions: np.ndarray, labels: np.ndarray) -> str:
     """The row's transport copy of predictions and labels (``predictions_b64``): base64 of a 2 x N
     uint8 array. The board moves it to a sidecar file."""

@@ -230,7 +230,15 @@ def _constants_as_buffers(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 @register
 class OrtInt8(DeployInt8):
-    """ONNX Runtime static int8: QDQ, per-channel int8 weights, int8 activations (min-max)."""
+    """ONNX Runtime static int8: QDQ, per-channel 7-bit weights, uint8 activations (min-max).
+
+    uint8 activations x int8 weights is the pair ONNX Runtime's x86 kernels fuse: every conv of
+    ResNet-20 becomes a QLinearConv, where int8 activations left 10 of its 19 convs in float
+    between Quantize/DequantizeLinear nodes (1.63 ms at batch 1 against 0.74 ms, 2 threads, this
+    AVX2 CPU). Weights in 7 bits (``reduce_range``), because without VNNI the u8 x s8 kernels sum
+    pairs in int16 and saturate: full-range weights lost 1.24 points of ResNet-20's 87.97%,
+    7-bit ones 0.02.
+    """
 
     name = "quant_ort_int8"
 
@@ -253,7 +261,7 @@ class OrtInt8(DeployInt8):
             source.write_bytes(export_onnx(model, example))
             name = ort_session(source.read_bytes(), 1).get_inputs()[0].name
             quantize_static(str(source), str(target), Reader(name), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True)
             blob = target.read_bytes()
         return OnnxModel(blob, metrics.count_stored_params(model), metrics.count_macs(model, example[:1]), 8).eval()
 
