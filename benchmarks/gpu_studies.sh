@@ -18,7 +18,9 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3} DEVICE=${DEVICE:-cuda} TIER=${TIER:-standard}
 CASES=(--case 'scratch-cifar10_jpeg-*' --case 'kd_logits-cifar10_jpeg-*' --case 'arch_*-cifar10_jpeg-*'
        --case 'lowrank_svd-cifar10_jpeg-*')
-[ -n "${CASE:-}" ] && CASES=(--case "$CASE")
+if [ -n "${CASE:-}" ]; then  # one or more space-separated patterns, e.g. CASE='prune_*-rt* prune_structured-*-resnet56'
+  set -f; CASES=(); for p in $CASE; do CASES+=(--case "$p"); done; set +f
+fi
 CARRY=(datasets/cifar10-jpeg teachers/cifar10_jpeg_resnet56.pt teachers/cifar10_jpeg_resnet20.pt
        teachers/cifar10_jpeg_resnet20_weak.pt .whl)
 

@@ -91,6 +91,13 @@ def test_bad_executor_settings_are_one_line_and_exit_code_2(tmp_path, monkeypatc
     assert message in err and "fix: " in err and err.count("\n") == 1, err
 
 
+def test_slimbench_check_reports_a_bad_executor_section(tmp_path, monkeypatch, capsys):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "executor": {"timout_min": 5}}))
+    monkeypatch.setenv("SLIMBENCH_ROOT", str(tmp_path))
+    assert main(["check", "--tier", "mini"]) == 2
+    assert "params.yaml executor.timout_min: unknown key" in capsys.readouterr().out
+
+
 class FakeJob:
     """A submitit job in a given final state: its JobResult, a crash, no result, or Ctrl-C while polled."""
 

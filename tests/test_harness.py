@@ -139,7 +139,7 @@ def test_a_page_with_only_the_runtime_markers_gets_the_runtime_table(project, tm
     readme.write_text("intro\n<!-- runtimes:mini:start -->\nSTALE\n<!-- runtimes:mini:end -->\n")
     render.update_readme_excerpt(readme, board, ["digits"])
     text = readme.read_text()
-    assert "STALE" not in text and "| onnxruntime " in text and "91.40" in text and "0.25" in text
+    assert "STALE" not in text and "onnxruntime b1 ms (x ref)" in text and "91.50" in text and "| 0.25 " in text
 
 
 def test_code_md5_covers_the_method_module_its_imports_and_the_harness_side():

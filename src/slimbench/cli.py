@@ -372,10 +372,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Validate tiers of params.yaml (all by default): one line per problem, exit 2 if any; budgets
     known to be out of reach are warnings (the data and teachers must be at hand to know them)."""
     from .cases import expand_cases, tier_names, tier_problems
+    from .config import project_root
+    from .errors import ConfigError
+    from .executors import configured
     from .feasibility import infeasible_cases
 
     tiers = [args.tier] if args.tier else tier_names()
     problems = [p for tier in tiers for p in tier_problems(tier)]
+    try:
+        configured(project_root())  # the executor: section `compress --executor local|slurm` reads
+    except ConfigError as exc:
+        problems.append(str(exc))
     for problem in problems:
         print(problem)
     if problems:
