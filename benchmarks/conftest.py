@@ -64,19 +64,6 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
                     for line in report.capstdout.splitlines() if line.startswith(NOTICES))
 
 
-# Cases a --cached-only run found no model for (not trained, not measured): the benchmark JSON
-# lists them, and so do the leaderboard and the regression report.
-_uncached: list[str] = []
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    _uncached.clear()  # `slimbench run` may call pytest more than once in one process
-
-
-def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
-    output_json["uncached_cases"] = sorted(set(_uncached))
-
-
 def pytest_terminal_summary(terminalreporter) -> None:
     if _notices:
         terminalreporter.section("slimbench: rebuilt cache entries and resumed training")
@@ -146,7 +133,6 @@ def run_case(benchmark, request):
         torch.set_num_threads(tier.threads)
         outcome = harness.compress_case(case, cached_only=request.config.getoption("--cached-only"))
         if outcome is None:
-            _uncached.append(case.case_id)
             pytest.skip("not in the case cache; make it with `slimbench compress` or run without --cached-only")
         forward = harness.inference_fn(outcome.model)
         example = harness.example_input(outcome.data, 1)

@@ -10,8 +10,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from .errors import DiskFullError, SlimbenchError
-from .fileio import clean_stale_temporaries, temporary_prefix, write_json
+from .errors import ConfigError, DiskFullError, SlimbenchError
+from .fileio import clean_stale_temporaries, temporary_prefix
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -62,7 +62,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from .cases import expand_cases, select
     from .config import default_paths
-    from .rows import uncached_cases
 
     paths = default_paths()
     if not select(expand_cases(args.tier, paths), args.case):
@@ -81,11 +80,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcomes = CaseOutcomes()
     try:
         status = int(pytest.main(argv + args.pytest_args, plugins=[outcomes]))
-        if partial.is_file():
-            drop_failed_rows(partial, outcomes.failed)
+        if partial.is_file() or (outcomes.uncached and status in (0, 1)):  # none measured: no JSON from pytest
+            finish_benchmark_json(partial, outcomes)
             os.replace(partial, json_path)
-        elif outcomes.uncached and status in (0, 1):  # no case measured: pytest-benchmark wrote nothing
-            write_json(json_path, {"benchmarks": [], "uncached_cases": sorted(outcomes.uncached)})
     finally:
         partial.unlink(missing_ok=True)
     if outcomes.failed:
@@ -99,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     publish_hint = f"publish them with `slimbench report --tier {args.tier} --from {json_path}`"
     if args.no_report:
         print(f"slimbench: rows in {json_path}; {publish_hint}")
-    elif passed or uncached_cases([json_path]):  # a --cached-only run lists the models it lacked
+    elif passed or outcomes.uncached:  # a --cached-only run lists the models it lacked
         try:
             report(args.tier, json_path, keep=passed)
         except DiskFullError as exc:  # the run's rows are safe in its benchmark JSON
@@ -107,16 +104,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return status
 
 
-def drop_failed_rows(path: Path, failed: set[str]) -> None:
+def finish_benchmark_json(path: Path, outcomes: CaseOutcomes) -> None:
     """Keep a failed case's timing in the benchmark JSON but not its row, so that no later
-    `slimbench report` publishes it."""
-    import json
-
-    blob = json.loads(path.read_text())
+    `slimbench report` publishes it; list the cases a ``--cached-only`` run found no model for
+    (``uncached_cases``; the JSON is made when pytest-benchmark wrote none)."""
+    blob = json.loads(path.read_text()) if path.is_file() else {"benchmarks": []}
     for bench in blob.get("benchmarks", []):
         info = bench.get("extra_info", {})
-        if info.get("case_id") in failed:
+        if info.get("case_id") in outcomes.failed:
             bench["extra_info"] = {"failed_case_id": info["case_id"]}
+    blob["uncached_cases"] = sorted(outcomes.uncached)
     path.write_text(json.dumps(blob, indent=4))
 
 
@@ -222,7 +219,6 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_merge(args: argparse.Namespace) -> None:
     """Join shard results into the tier's leaderboard (refusing a case found in two shards)."""
     from . import leaderboard
-
     from .rows import uncached_cases
 
     rows = leaderboard.merge_sources([Path(p) for p in args.sources])
@@ -373,7 +369,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     known to be out of reach are warnings (the data and teachers must be at hand to know them)."""
     from .cases import expand_cases, tier_names, tier_problems
     from .config import project_root
-    from .errors import ConfigError
     from .executors import configured
     from .feasibility import infeasible_cases
 
